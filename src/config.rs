@@ -1,0 +1,582 @@
+//! Settings: built-in defaults < `--config FILE` < `TUSK_SECTION__KEY` environment < flags.
+//!
+//! `config/tusk.toml` documents every key with its default; a test keeps it equal to
+//! [`Settings::default`]. Unknown keys and invalid values stop start-up with a message that names
+//! the key (serde_path_to_error gives us the path).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a value of the wrong type or form, or is unknown.
+    #[error("invalid configuration at `{key}`: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `limits.max_size`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// All settings of a tusk server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Listener and URL layout.
+    pub server: ServerSettings,
+    /// Where and how upload bytes and records are kept.
+    pub storage: StorageSettings,
+    /// Size limits.
+    pub limits: LimitSettings,
+    /// Expiration of unfinished uploads.
+    pub expiration: ExpirationSettings,
+    /// Timeouts fit for mobile networks.
+    pub timeouts: TimeoutSettings,
+    /// Cross-origin access for browser clients.
+    pub cors: CorsSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free one (printed at start-up).
+    pub port: u16,
+    /// URL path of the creation endpoint; upload URLs are `{base_path}{id}`.
+    pub base_path: String,
+    /// Build Location URLs from `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto`.
+    /// Only enable behind a proxy that sets them, or clients can steer Location elsewhere.
+    pub trust_forwarded_headers: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 1080,
+            base_path: "/files/".to_owned(),
+            trust_forwarded_headers: false,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory for upload bytes (`uploads/`) and the sled database (`db/`).
+    pub data_dir: PathBuf,
+    /// When bytes and offsets reach the disk.
+    pub durability: Durability,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+/// How hard tusk works to make acknowledged bytes survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync the upload's data, then the record, before answering a PATCH.
+    Fsync,
+    /// Leave flushing to the OS (and sled's 500 ms flusher): faster, but a power cut can lose
+    /// the last acknowledged chunks. A crashed process (not machine) still loses nothing.
+    Relaxed,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest Upload-Length accepted (advertised as Tus-Max-Size); 0 = unlimited.
+    pub max_size: ByteSize,
+    /// Largest body of one PATCH or creation-with-upload POST; 0 = no limit beyond max_size.
+    pub max_append_size: ByteSize,
+    /// Largest Upload-Metadata header accepted.
+    pub max_metadata_size: ByteSize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_size: ByteSize(0),
+            max_append_size: ByteSize(0),
+            max_metadata_size: ByteSize(16 * 1024),
+        }
+    }
+}
+
+/// `[expiration]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpirationSettings {
+    /// An unfinished upload expires this long after its creation or last PATCH.
+    pub expire_after: HumanDuration,
+    /// How often the sweeper deletes expired uploads.
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for ExpirationSettings {
+    fn default() -> Self {
+        ExpirationSettings {
+            expire_after: HumanDuration(Duration::from_secs(24 * 3600)),
+            sweep_interval: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `[timeouts]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutSettings {
+    /// Time allowed to receive a request's headers.
+    pub header_read: HumanDuration,
+    /// A PATCH whose body sends no byte for this long ends, keeping what it received.
+    pub body_idle: HumanDuration,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        TimeoutSettings {
+            header_read: HumanDuration(Duration::from_secs(30)),
+            body_idle: HumanDuration(Duration::from_secs(60)),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `[cors]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Answer cross-origin requests at all.
+    pub enabled: bool,
+    /// Origins allowed (`"*"` for any).
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight.
+    pub max_age: HumanDuration,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            enabled: true,
+            allowed_origins: vec!["*".to_owned()],
+            max_age: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter (`info`, `tusk=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Overrides given on the command line (None = not given).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--host`
+    pub host: Option<IpAddr>,
+    /// `--port`
+    pub port: Option<u16>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--base-path`
+    pub base_path: Option<String>,
+}
+
+/// Environment variables of this form override config keys: `TUSK_LIMITS__MAX_SIZE=1GiB`.
+const ENV_PREFIX: &str = "TUSK_";
+
+impl Settings {
+    /// Load: defaults, then `file` (if any), then `TUSK_SECTION__KEY` from `env`, then `overrides`.
+    ///
+    /// # Errors
+    /// A message naming the file or key at fault.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.message().to_owned(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                if let Some((section, field)) = key.split_once("__") {
+                    set_from_env(&mut tree, section, field, &value);
+                }
+            }
+        }
+        let mut settings = Settings::from_table(tree)?;
+        settings.apply(overrides);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Deserialize a TOML table, naming the offending key on error.
+    fn from_table(tree: toml::Table) -> Result<Settings, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|err| {
+            ConfigError::Invalid {
+                key: err.path().to_string(),
+                message: err.inner().message().to_owned(),
+            }
+        })
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(host) = overrides.host {
+            self.server.host = host;
+        }
+        if let Some(port) = overrides.port {
+            self.server.port = port;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.storage.data_dir.clone_from(dir);
+        }
+        if let Some(base) = &overrides.base_path {
+            self.server.base_path.clone_from(base);
+        }
+    }
+
+    /// Check what serde cannot: relations and forms.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let base = &self.server.base_path;
+        if !base.starts_with('/')
+            || base.contains("//")
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
+        {
+            return Err(invalid(
+                "server.base_path",
+                "must start with '/' and contain only letters, digits and / - _ . ~",
+            ));
+        }
+        if !base.ends_with('/') {
+            self.server.base_path.push('/');
+        }
+        if self.expiration.expire_after.0.is_zero() {
+            return Err(invalid("expiration.expire_after", "must be greater than 0"));
+        }
+        if self.expiration.sweep_interval.0.is_zero() {
+            return Err(invalid("expiration.sweep_interval", "must be greater than 0"));
+        }
+        if self.timeouts.body_idle.0.is_zero() || self.timeouts.header_read.0.is_zero() {
+            return Err(invalid("timeouts", "timeouts must be greater than 0"));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The effective Tus-Max-Size, if any.
+    pub fn max_size(&self) -> Option<u64> {
+        non_zero(self.limits.max_size.0)
+    }
+
+    /// The largest body one request may carry, if limited.
+    pub fn max_append_size(&self) -> Option<u64> {
+        match (non_zero(self.limits.max_append_size.0), self.max_size()) {
+            (Some(append), Some(total)) => Some(append.min(total)),
+            (append, total) => append.or(total),
+        }
+    }
+}
+
+fn non_zero(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
+}
+
+/// Put an environment value into the table: TOML syntax if it parses (numbers, booleans,
+/// arrays), else a plain string.
+fn set_from_env(tree: &mut toml::Table, section: &str, field: &str, raw: &str) {
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let section = tree
+        .entry(section.to_ascii_lowercase())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(table) = section {
+        table.insert(field.to_ascii_lowercase(), value);
+    }
+}
+
+/// A byte count: an integer, or a string with a unit ("16KiB", "5MiB", "1GB", "100").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parse "512", "16KiB", "1.5 GiB", "10MB".
+    ///
+    /// # Errors
+    /// A message saying what form is expected.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like \"16KiB\" or 1048576"))?;
+        let bytes = value * multiplier as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("{text:?} is out of range"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a size: an integer of bytes or a string like \"16KiB\""))?
+        {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration: an integer of seconds, or a string with a unit ("500ms", "30s", "5m", "24h", "7d").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parse "500ms", "30s", "5m", "24h", "7d" or "90" (seconds).
+    ///
+    /// # Errors
+    /// A message saying what form is expected.
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like \"30s\", \"5m\" or \"24h\""))?;
+        let millis_per: u64 = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h, d)")),
+        };
+        value
+            .checked_mul(millis_per)
+            .map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("{text:?} is out of range"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        const UNITS: [(u128, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+        for (size, unit) in UNITS {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a duration: seconds or a string like \"30s\""))?
+        {
+            Raw::Int(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load(Some(&path), env, &Overrides::default())
+    }
+
+    #[test]
+    fn documented_config_file_equals_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tusk.toml");
+        let loaded = Settings::load(Some(&path), [], &Overrides::default()).unwrap();
+        assert_eq!(loaded, Settings::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[limits]\nmax_sise = 5\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_sise"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_its_key() {
+        let err = load_str("[limits]\nmax_size = \"12 parsecs\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("limits.max_size"), "{err}");
+        let err = load_str("[server]\nport = 70000\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.port"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let settings = load_str(
+            "[limits]\nmax_size = \"1MiB\"\n",
+            &[("TUSK_LIMITS__MAX_SIZE", "2MiB"), ("TUSK_SERVER__PORT", "9000")],
+        )
+        .unwrap();
+        assert_eq!(settings.limits.max_size, ByteSize(2 << 20));
+        assert_eq!(settings.server.port, 9000);
+        let overrides = Overrides {
+            port: Some(7),
+            ..Overrides::default()
+        };
+        let env = [("TUSK_SERVER__PORT".to_string(), "9000".to_string())];
+        let settings = Settings::load(None, env, &overrides).unwrap();
+        assert_eq!(settings.server.port, 7);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_human_units() {
+        assert_eq!(ByteSize::parse("16KiB").unwrap(), ByteSize(16384));
+        assert_eq!(ByteSize::parse("1.5 GiB").unwrap(), ByteSize(3 << 29));
+        assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
+        assert!(ByteSize::parse("-1").is_err());
+        assert!(ByteSize::parse("5 furlongs").is_err());
+        assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(HumanDuration::parse("24h").unwrap().0, Duration::from_secs(86400));
+        assert!(HumanDuration::parse("1.5h").is_err());
+        assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(ByteSize(16384).to_string(), "16KiB");
+    }
+
+    #[test]
+    fn base_path_gets_trailing_slash_and_rejects_odd_characters() {
+        let settings = load_str("[server]\nbase_path = \"/up\"\n", &[]).unwrap();
+        assert_eq!(settings.server.base_path, "/up/");
+        assert!(load_str("[server]\nbase_path = \"files\"\n", &[]).is_err());
+        assert!(load_str("[server]\nbase_path = \"/a b/\"\n", &[]).is_err());
+    }
+}

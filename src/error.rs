@@ -1,0 +1,201 @@
+//! The one error type at the HTTP edge.
+//!
+//! Every handler returns `Result<Response, TusError>`. Layer errors (`SessionError`, `StoreError`,
+//! `HeaderError`) convert into it, and [`TusError::status`] maps each variant to a status code in
+//! one exhaustive match, so that adding a variant forces a decision about its status.
+
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::StatusCode;
+use warp::reply::Response;
+
+use crate::protocol::headers::HeaderError;
+use crate::session::SessionError;
+use crate::storage::StoreError;
+
+/// Shorthand for results at the HTTP edge.
+pub type Result<T, E = TusError> = std::result::Result<T, E>;
+
+/// Everything a request can fail with, as a client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum TusError {
+    /// Tus-Resumable missing or naming a version we do not speak.
+    #[error("Tus-Resumable must be 1.0.0")]
+    UnsupportedVersion,
+    /// A header value could not be parsed.
+    #[error("{0}")]
+    InvalidHeader(#[from] HeaderError),
+    /// The request is well-formed but contradicts the protocol (both lengths, no length, ...).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// PATCH bodies must be `application/offset+octet-stream`.
+    #[error("Content-Type must be application/offset+octet-stream")]
+    UnsupportedMediaType,
+    /// No upload with this id (or the id is not one we could have made).
+    #[error("upload not found")]
+    NotFound,
+    /// The path is not the tus endpoint nor an upload URL.
+    #[error("no such resource")]
+    RouteNotFound,
+    /// The upload existed but has expired.
+    #[error("upload expired")]
+    Gone,
+    /// The resource exists but does not answer this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The client's Upload-Offset is not where the upload stands.
+    #[error("Upload-Offset mismatch: upload is at {current}, request says {requested}")]
+    OffsetMismatch {
+        /// The committed offset.
+        current: u64,
+        /// The offset the client sent.
+        requested: u64,
+    },
+    /// Another request holds this upload.
+    #[error("upload is locked by another request")]
+    Locked,
+    /// Final uploads of the concatenation extension cannot be patched.
+    #[error("final uploads cannot be patched")]
+    FinalUploadPatch,
+    /// The upload (or this request's body) would exceed a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body did not match its Upload-Checksum; nothing was kept.
+    #[error("checksum mismatch: the chunk was discarded")]
+    ChecksumMismatch,
+    /// The Range header cannot be satisfied.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// Length of the resource, for `Content-Range: bytes */len`.
+        length: u64,
+    },
+    /// The body stopped arriving for longer than the idle timeout; received bytes were kept.
+    #[error("no body data received for {0} seconds; received bytes were kept")]
+    BodyTimeout(u64),
+    /// The client's body broke off; received bytes were kept unless a checksum was announced.
+    #[error("request body interrupted: {0}")]
+    BodyInterrupted(std::io::Error),
+    /// The data directory is full.
+    #[error("insufficient storage")]
+    InsufficientStorage,
+    /// The session store failed.
+    #[error("session store failure")]
+    Session(#[from] SessionError),
+    /// The blob store failed.
+    #[error("storage failure")]
+    Storage(#[source] StoreError),
+}
+
+impl From<StoreError> for TusError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => TusError::NotFound,
+            StoreError::Full => TusError::InsufficientStorage,
+            other => TusError::Storage(other),
+        }
+    }
+}
+
+/// 460 is tus's own status; `http` has no constant for it.
+fn checksum_mismatch_status() -> StatusCode {
+    StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+impl TusError {
+    /// The HTTP status for this error. Exhaustive on purpose: no catch-all arm.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TusError::UnsupportedVersion => StatusCode::PRECONDITION_FAILED,
+            TusError::InvalidHeader(_) | TusError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            TusError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TusError::NotFound | TusError::RouteNotFound => StatusCode::NOT_FOUND,
+            TusError::Gone => StatusCode::GONE,
+            TusError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            TusError::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            TusError::Locked => StatusCode::LOCKED,
+            TusError::FinalUploadPatch => StatusCode::FORBIDDEN,
+            TusError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            TusError::ChecksumMismatch => checksum_mismatch_status(),
+            TusError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            // Like tusd: clients (tus-js-client) retry only on 5xx, and the client that
+            // stalled or broke off should retry from the committed offset.
+            TusError::BodyTimeout(_) | TusError::BodyInterrupted(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            TusError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            TusError::Session(_) | TusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code, shown before the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TusError::UnsupportedVersion => "ERR_UNSUPPORTED_VERSION",
+            TusError::InvalidHeader(_) => "ERR_INVALID_HEADER",
+            TusError::BadRequest(_) => "ERR_BAD_REQUEST",
+            TusError::UnsupportedMediaType => "ERR_INVALID_CONTENT_TYPE",
+            TusError::NotFound => "ERR_UPLOAD_NOT_FOUND",
+            TusError::RouteNotFound => "ERR_NOT_FOUND",
+            TusError::Gone => "ERR_UPLOAD_EXPIRED",
+            TusError::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
+            TusError::OffsetMismatch { .. } => "ERR_MISMATCHED_OFFSET",
+            TusError::Locked => "ERR_UPLOAD_LOCKED",
+            TusError::FinalUploadPatch => "ERR_MODIFY_FINAL",
+            TusError::TooLarge(_) => "ERR_UPLOAD_SIZE_EXCEEDED",
+            TusError::ChecksumMismatch => "ERR_CHECKSUM_MISMATCH",
+            TusError::RangeNotSatisfiable { .. } => "ERR_RANGE_NOT_SATISFIABLE",
+            TusError::BodyTimeout(_) => "ERR_BODY_TIMEOUT",
+            TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
+            TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
+            TusError::Session(_) => "ERR_SESSION_STORE",
+            TusError::Storage(_) => "ERR_STORAGE",
+        }
+    }
+
+    /// Render as a `text/plain` response `CODE: message`, logging server faults once.
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            TusError::Session(_) | TusError::Storage(_) | TusError::InsufficientStorage => {
+                tracing::error!(code = self.code(), error = %error_chain(&self), "request failed");
+            }
+            _ => tracing::debug!(code = self.code(), error = %self, "request refused"),
+        }
+        let mut response = Response::new(format!("{}: {}\n", self.code(), self).into());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match &self {
+            TusError::RangeNotSatisfiable { length } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                    headers.insert(http::header::CONTENT_RANGE, value);
+                }
+            }
+            TusError::UnsupportedVersion => {
+                headers.insert(
+                    crate::protocol::TUS_VERSION_HEADER,
+                    HeaderValue::from_static(crate::protocol::TUS_VERSION),
+                );
+            }
+            TusError::Locked | TusError::BodyTimeout(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// `error: cause: cause` for logs.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,153 @@
+//! §Concatenation and concatenation-unfinished: partial uploads joined into a final one.
+//!
+//! A final upload may be created before its parts are complete. It is joined lazily: the
+//! first HEAD or GET that finds every part finished joins the bytes (under the final upload's
+//! lock) and records it as complete. Until then HEAD omits Upload-Offset, as the spec asks.
+//!
+//! Statuses of a final POST: 201; 400 (Upload-Length given, a URL that is not one of our
+//! partial uploads, or another server's); 413 (sum over Tus-Max-Size).
+
+use http::header::{HeaderValue, LOCATION};
+use http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+
+use super::{creation, expiration, headers::Metadata, UPLOAD_LENGTH};
+use crate::error::{Result, TusError};
+use crate::state::AppState;
+use crate::upload::{unix_now, Concat, UploadId, UploadInfo};
+
+/// POST `{base}` with `Upload-Concat: final;<urls>`.
+pub async fn create_final(
+    state: &AppState,
+    headers: &HeaderMap,
+    urls: &[String],
+    metadata: Metadata,
+) -> Result<Response> {
+    if headers.contains_key(UPLOAD_LENGTH) {
+        return Err(TusError::BadRequest(
+            "a final upload must not carry Upload-Length",
+        ));
+    }
+    let mut parts = Vec::with_capacity(urls.len());
+    let mut length = Some(0u64);
+    for url in urls {
+        let id = part_id(state, headers, url)?;
+        let part = state
+            .sessions
+            .get(&id)
+            .await?
+            .filter(|p| !p.is_expired(unix_now()))
+            .ok_or(TusError::BadRequest("Upload-Concat names an unknown upload"))?;
+        if part.concat != Concat::Partial {
+            return Err(TusError::BadRequest(
+                "Upload-Concat names an upload that is not partial",
+            ));
+        }
+        length = match (length, part.length) {
+            (Some(sum), Some(len)) => Some(sum.checked_add(len).ok_or_else(|| {
+                TusError::TooLarge("the parts together are too large".to_owned())
+            })?),
+            _ => None,
+        };
+        parts.push(id);
+    }
+    if let Some(total) = length {
+        creation::check_max_size(state, total)?;
+    }
+    let info = UploadInfo {
+        id: UploadId::random(),
+        length,
+        offset: 0,
+        metadata: metadata.to_header(),
+        created_at: unix_now(),
+        expires_at: expiration::deadline(state, false),
+        concat: Concat::Final {
+            parts,
+            joined: false,
+        },
+    };
+    let info = settle(state, state.create_upload(info).await?).await?;
+    tracing::info!(upload = %info.id, joined = info.is_finished(), "final upload created");
+
+    let mut response = super::empty(StatusCode::CREATED);
+    if let Ok(value) = HeaderValue::from_str(&super::upload_url(state, headers, &info.id)) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    expiration::describe(&info, &mut response);
+    Ok(response)
+}
+
+/// The id behind one URL of `Upload-Concat: final;...`: a path under our base path, or an
+/// absolute URL on this very server.
+fn part_id(state: &AppState, headers: &HeaderMap, url: &str) -> Result<UploadId> {
+    let path = match url.split_once("://") {
+        Some((_scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let ours = super::request_origin(state, headers).map(|(_, host)| host);
+            if !ours.is_some_and(|host| host.eq_ignore_ascii_case(authority)) {
+                return Err(TusError::BadRequest(
+                    "Upload-Concat names an upload on another server",
+                ));
+            }
+            path
+        }
+        None => url,
+    };
+    path.strip_prefix(state.settings.server.base_path.as_str())
+        .and_then(UploadId::parse)
+        .ok_or(TusError::BadRequest("Upload-Concat names an invalid upload URL"))
+}
+
+/// Join a final upload whose parts are all finished; otherwise return it unchanged.
+/// Anything that is not a pending final upload is returned as it is.
+pub async fn settle(state: &AppState, info: UploadInfo) -> Result<UploadInfo> {
+    if !matches!(info.concat, Concat::Final { joined: false, .. }) {
+        return Ok(info);
+    }
+    // Someone else joining it right now: report it as still pending.
+    let Ok(_guard) = state.locks.try_lock(&info.id) else {
+        return Ok(info);
+    };
+    let Some(mut info) = state.sessions.get(&info.id).await? else {
+        return Err(TusError::NotFound);
+    };
+    let Concat::Final {
+        parts,
+        joined: false,
+    } = &info.concat
+    else {
+        return Ok(info);
+    };
+    for part in parts {
+        match state.sessions.get(part).await? {
+            Some(p) if p.is_finished() => {}
+            // A part missing for good leaves the final pending until it expires.
+            _ => return Ok(info),
+        }
+    }
+    let parts = parts.clone();
+    let total = state.blobs.concat(&info.id, &parts).await?;
+    info.length = Some(total);
+    info.offset = total;
+    info.concat = Concat::Final {
+        parts,
+        joined: true,
+    };
+    expiration::renew(state, &mut info);
+    state.sessions.put(&info).await?;
+    tracing::info!(upload = %info.id, length = total, "final upload joined");
+    Ok(info)
+}
+
+/// The `Upload-Concat` response value for an upload, if it takes part in concatenation.
+pub fn header_value(state: &AppState, concat: &Concat) -> Option<String> {
+    match concat {
+        Concat::None => None,
+        Concat::Partial => Some("partial".to_owned()),
+        Concat::Final { parts, .. } => {
+            let base = &state.settings.server.base_path;
+            let urls: Vec<String> = parts.iter().map(|id| format!("{base}{id}")).collect();
+            Some(format!("final;{}", urls.join(" ")))
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! §Core protocol: OPTIONS (server capabilities), HEAD (where an upload stands), PATCH (append).
+//!
+//! Statuses: OPTIONS 204; HEAD 200, 404, 410, 412; PATCH 204, 400, 403 (final upload), 404, 409
+//! (offset mismatch), 410, 412, 413, 415, 423 (held by a request that would not let go), 460
+//! (checksum), 500 (body broke off or went idle: received bytes kept), 507.
+
+use http::header::{HeaderValue, CACHE_CONTROL};
+use http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+
+use super::checksum::{self, ChecksumRequest};
+use super::{
+    concatenation, creation, expiration, header_str, headers, set_header, BodyStream, EXTENSIONS,
+    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_VERSION, TUS_VERSION_HEADER,
+    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_LIMIT, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
+};
+use crate::checksum::Algorithm;
+use crate::config::Durability;
+use crate::error::{Result, TusError};
+use crate::session::lock::UploadGuard;
+use crate::state::AppState;
+use crate::transfer::body::TrailerSlot;
+use crate::transfer::pipeline::{self, AppendEnd, AppendPlan, DEFAULT_BUFFER_SIZE};
+use crate::upload::{Concat, UploadId, UploadInfo};
+
+/// OPTIONS `{base}` or `{base}{id}`: what this server supports. No Tus-Resumable needed.
+pub fn server_info(state: &AppState) -> Response {
+    let mut response = super::empty(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
+    headers.insert(TUS_EXTENSION, HeaderValue::from_static(EXTENSIONS));
+    if let Ok(value) = HeaderValue::from_str(&Algorithm::advertised()) {
+        headers.insert(TUS_CHECKSUM_ALGORITHM, value);
+    }
+    if let Some(max) = state.settings.max_size() {
+        set_header(&mut response, TUS_MAX_SIZE, max);
+    }
+    if let Some(limit) = upload_limit(state) {
+        set_header(&mut response, UPLOAD_LIMIT, limit);
+    }
+    response
+}
+
+/// `Upload-Limit: max-size=N, max-append-size=M` (IETF draft) for the limits that are set.
+fn upload_limit(state: &AppState) -> Option<String> {
+    let parts: Vec<String> = [
+        ("max-size", state.settings.max_size()),
+        ("max-append-size", state.settings.max_append_size()),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// HEAD `{base}{id}`: the committed offset, length and metadata. Lock-free, so it answers at
+/// once even while a PATCH is in flight.
+pub async fn upload_offset(state: &AppState, id: UploadId, headers: &HeaderMap) -> Result<Response> {
+    super::require_tus_resumable(headers)?;
+    let info = concatenation::settle(state, state.load(&id).await?).await?;
+    let mut response = super::empty(StatusCode::OK);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    describe_upload(state, &info, &mut response);
+    Ok(response)
+}
+
+/// The headers that describe an upload's state (HEAD, and partly POST/PATCH responses).
+pub fn describe_upload(state: &AppState, info: &UploadInfo, response: &mut Response) {
+    let pending_final = matches!(info.concat, Concat::Final { joined: false, .. });
+    // §Concatenation: no Upload-Offset for a final upload whose parts are not joined yet.
+    if !pending_final {
+        set_header(response, UPLOAD_OFFSET, info.offset);
+    }
+    match info.length {
+        Some(length) => set_header(response, UPLOAD_LENGTH, length),
+        // A final upload's length is unknown only while a part's is; it is not "deferred".
+        None if !info.is_final() => set_header(response, UPLOAD_DEFER_LENGTH, 1),
+        None => {}
+    }
+    if !info.metadata.is_empty() {
+        set_header(response, UPLOAD_METADATA, &info.metadata);
+    }
+    if let Some(value) = concatenation::header_value(state, &info.concat) {
+        set_header(response, UPLOAD_CONCAT, value);
+    }
+    expiration::describe(info, response);
+}
+
+/// PATCH `{base}{id}`: append the body at Upload-Offset.
+pub async fn append_chunk(
+    state: &AppState,
+    id: UploadId,
+    headers: &HeaderMap,
+    trailers: TrailerSlot,
+    body: BodyStream,
+) -> Result<Response> {
+    super::require_tus_resumable(headers)?;
+    if !super::has_offset_content_type(headers) {
+        return Err(TusError::UnsupportedMediaType);
+    }
+    let requested = header_str(headers, &UPLOAD_OFFSET)
+        .ok_or(TusError::BadRequest("Upload-Offset header is required"))
+        .and_then(|v| Ok(headers::parse_u64("Upload-Offset", v)?))?;
+    let declared_length = header_str(headers, &UPLOAD_LENGTH)
+        .map(|v| headers::parse_u64("Upload-Length", v))
+        .transpose()?;
+    let checksum = checksum::requested(headers)?;
+
+    let guard = state.lock_for_write(&id).await?;
+    let mut info = state.load(&id).await?;
+    if info.is_final() {
+        return Err(TusError::FinalUploadPatch);
+    }
+    if requested != info.offset {
+        return Err(TusError::OffsetMismatch {
+            current: info.offset,
+            requested,
+        });
+    }
+    if let Some(length) = declared_length {
+        creation::declare_length(state, &mut info, length)?;
+    }
+    receive(state, &mut info, headers, trailers, body, checksum, &guard).await?;
+
+    let mut response = super::empty(StatusCode::NO_CONTENT);
+    set_header(&mut response, UPLOAD_OFFSET, info.offset);
+    expiration::describe(&info, &mut response);
+    Ok(response)
+}
+
+/// Take a request body into `info`'s blob at its offset and commit what may be kept.
+///
+/// Without a checksum every byte received is kept, even if the body broke off: the client
+/// resumes from the new offset. With a checksum (header or trailer) it is all or nothing.
+/// The bytes are synced before the new offset is stored, so the stored offset never exceeds
+/// what is durably written. On return, `info` is what was committed.
+pub async fn receive(
+    state: &AppState,
+    info: &mut UploadInfo,
+    headers: &HeaderMap,
+    trailers: TrailerSlot,
+    body: BodyStream,
+    checksum: Option<ChecksumRequest>,
+    guard: &UploadGuard,
+) -> Result<()> {
+    let max_bytes = room_for_body(state, info);
+    if super::content_length(headers).is_some_and(|declared| declared > max_bytes) {
+        return Err(too_large(state, info));
+    }
+    let start = info.offset;
+    let mut hasher = checksum.as_ref().and_then(ChecksumRequest::hasher);
+    let mut writer = state.blobs.writer(&info.id).await?;
+    let plan = AppendPlan {
+        start,
+        max_bytes,
+        buffer_size: DEFAULT_BUFFER_SIZE,
+        idle_timeout: state.settings.timeouts.body_idle.0,
+        stop: guard.stop_requested(),
+    };
+    let outcome = pipeline::append(body, writer.as_mut(), plan, hasher.as_mut()).await;
+
+    let verdict = match (&outcome.end, checksum) {
+        (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
+        (AppendEnd::Complete, Some(request)) => {
+            checksum::verify(state, info, outcome.written, request, hasher, &trailers).await
+        }
+        // A checksum covers the whole body; a body that did not end cannot match it.
+        (_, Some(_)) => Err(TusError::BadRequest(
+            "the body ended early; a chunk with a checksum is kept whole or not at all",
+        )),
+        (_, None) => Ok(()),
+    };
+    if let Err(refused) = verdict {
+        state.blobs.truncate(&info.id, start).await?;
+        return Err(refused);
+    }
+    if outcome.written > 0 && state.settings.storage.durability == Durability::Fsync {
+        writer.sync().await?;
+    }
+    info.offset = start + outcome.written;
+    expiration::renew(state, info);
+    state.sessions.put(info).await?;
+    tracing::debug!(upload = %info.id, from = start, to = info.offset, "chunk committed");
+
+    match outcome.end {
+        AppendEnd::Complete => Ok(()),
+        AppendEnd::TooLarge => Err(too_large(state, info)),
+        AppendEnd::Interrupted(err) => Err(TusError::BodyInterrupted(err)),
+        AppendEnd::IdleTimeout => Err(TusError::BodyTimeout(
+            state.settings.timeouts.body_idle.0.as_secs(),
+        )),
+        // A newer request took the upload over; this (usually dead) client should re-sync.
+        AppendEnd::Stopped => Err(TusError::Locked),
+        AppendEnd::WriteFailed(err) => Err(err.into()),
+    }
+}
+
+/// How many bytes one body may still carry for this upload.
+fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
+    let ceiling = info.length.or(state.settings.max_size()).unwrap_or(u64::MAX);
+    let room = ceiling.saturating_sub(info.offset);
+    state.settings.max_append_size().map_or(room, |cap| room.min(cap))
+}
+
+fn too_large(state: &AppState, info: &UploadInfo) -> TusError {
+    let room = room_for_body(state, info);
+    TusError::TooLarge(format!(
+        "the body may carry at most {room} more bytes for this upload (offset {}, length {})",
+        info.offset,
+        info.length
+            .map_or_else(|| "deferred".to_owned(), |l| l.to_string())
+    ))
+}

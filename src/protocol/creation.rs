@@ -1,0 +1,146 @@
+//! §Creation, §Creation With Upload and §Creation Defer Length: POST `{base}`.
+//!
+//! Statuses: 201 (with Location, Upload-Expires, and Upload-Offset when a body came along);
+//! 400 (lengths missing, both given, malformed, bad metadata); 412; 413 (over Tus-Max-Size);
+//! and for creation-with-upload the PATCH statuses of its body (460, 500, 507).
+
+use http::header::{HeaderValue, LOCATION};
+use http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+
+use super::{
+    checksum, concatenation, core, expiration, header_str, headers, set_header, BodyStream,
+    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+};
+use crate::error::{Result, TusError};
+use crate::protocol::headers::{ConcatRequest, Metadata};
+use crate::state::AppState;
+use crate::transfer::body::TrailerSlot;
+use crate::upload::{unix_now, Concat, UploadId, UploadInfo};
+
+/// POST `{base}`: create an upload (or, with `Upload-Concat: final;...`, a final upload).
+pub async fn create_upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    trailers: TrailerSlot,
+    body: BodyStream,
+) -> Result<Response> {
+    super::require_tus_resumable(headers)?;
+    let concat = header_str(headers, &UPLOAD_CONCAT)
+        .map(headers::parse_concat)
+        .transpose()?;
+    let metadata = parse_metadata(state, headers)?;
+    let role = match concat {
+        Some(ConcatRequest::Final(urls)) => {
+            return concatenation::create_final(state, headers, &urls, metadata).await;
+        }
+        Some(ConcatRequest::Partial) => Concat::Partial,
+        None => Concat::None,
+    };
+    let length = requested_length(state, headers)?;
+    // Validate the checksum header before anything is created.
+    let checksum = checksum::requested(headers)?;
+
+    let info = UploadInfo {
+        id: UploadId::random(),
+        length,
+        offset: 0,
+        metadata: metadata.to_header(),
+        created_at: unix_now(),
+        expires_at: expiration::deadline(state, length == Some(0)),
+        concat: role,
+    };
+    let mut info = state.create_upload(info).await?;
+    tracing::info!(upload = %info.id, length = ?info.length, "upload created");
+
+    let location = super::upload_url(state, headers, &info.id);
+    let with_body = super::has_offset_content_type(headers);
+    let mut result = Ok(());
+    if with_body {
+        // §Creation With Upload: the body is a first PATCH at offset 0.
+        let guard = state.lock_for_write(&info.id).await?;
+        result = core::receive(state, &mut info, headers, trailers, body, checksum, &guard).await;
+    }
+    let mut response = match result {
+        Ok(()) => super::empty(StatusCode::CREATED),
+        // The upload exists even though its first chunk failed; Location lets the client resume.
+        Err(err) => err.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    if with_body {
+        set_header(&mut response, UPLOAD_OFFSET, info.offset);
+    }
+    expiration::describe(&info, &mut response);
+    Ok(response)
+}
+
+/// Upload-Length or Upload-Defer-Length: exactly one of them (`None` = deferred).
+fn requested_length(state: &AppState, headers: &HeaderMap) -> Result<Option<u64>> {
+    let length = header_str(headers, &UPLOAD_LENGTH);
+    let defer = header_str(headers, &UPLOAD_DEFER_LENGTH);
+    match (length, defer) {
+        (Some(_), Some(_)) => Err(TusError::BadRequest(
+            "send either Upload-Length or Upload-Defer-Length, not both",
+        )),
+        (None, None) if headers.contains_key(UPLOAD_LENGTH) => Err(TusError::BadRequest(
+            "Upload-Length must be a non-negative integer",
+        )),
+        (None, None) => Err(TusError::BadRequest(
+            "Upload-Length or Upload-Defer-Length: 1 is required",
+        )),
+        (None, Some(value)) => {
+            headers::parse_defer_length(value)?;
+            Ok(None)
+        }
+        (Some(value), None) => {
+            let length = headers::parse_u64("Upload-Length", value)?;
+            check_max_size(state, length)?;
+            Ok(Some(length))
+        }
+    }
+}
+
+/// Refuse lengths over Tus-Max-Size (413).
+pub fn check_max_size(state: &AppState, length: u64) -> Result<()> {
+    match state.settings.max_size() {
+        Some(max) if length > max => Err(TusError::TooLarge(format!(
+            "Upload-Length {length} exceeds Tus-Max-Size {max}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Upload-Metadata, bounded by `limits.max_metadata_size`.
+pub fn parse_metadata(state: &AppState, headers: &HeaderMap) -> Result<Metadata> {
+    let max = usize::try_from(state.settings.limits.max_metadata_size.0).unwrap_or(usize::MAX);
+    match headers.get(UPLOAD_METADATA) {
+        None => Ok(Metadata::default()),
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| TusError::BadRequest("Upload-Metadata must be ASCII"))?;
+            Ok(Metadata::parse(text, max)?)
+        }
+    }
+}
+
+/// §Creation Defer Length: a PATCH may state the length of a deferred upload, once.
+///
+/// # Errors
+/// 400 when the length changes or is below the offset; 413 over Tus-Max-Size.
+pub fn declare_length(state: &AppState, info: &mut UploadInfo, length: u64) -> Result<()> {
+    match info.length {
+        Some(known) if known == length => Ok(()),
+        Some(_) => Err(TusError::BadRequest("Upload-Length cannot be changed once set")),
+        None if length < info.offset => Err(TusError::BadRequest(
+            "Upload-Length is smaller than the bytes already uploaded",
+        )),
+        None => {
+            check_max_size(state, length)?;
+            info.length = Some(length);
+            Ok(())
+        }
+    }
+}

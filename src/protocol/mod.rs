@@ -1,0 +1,156 @@
+//! The tus protocol 1.0.0, one file per section of the spec.
+//!
+//! - [`headers`]: pure parsing and formatting of header values.
+//! - [`core`]: OPTIONS, HEAD, PATCH.
+//! - [`creation`]: POST, creation-with-upload, creation-defer-length.
+//! - [`expiration`]: Upload-Expires.
+//! - [`checksum`]: Upload-Checksum in headers and trailers.
+//! - [`termination`]: DELETE.
+//! - [`concatenation`]: partial and final uploads, concatenation-unfinished.
+//! - [`download`]: GET of an upload (tusk's own, with Range).
+//!
+//! Handlers take the [`AppState`] and the parts of the request they need, and return
+//! `Result<Response, TusError>`; [`crate::routes`] picks the handler and decorates every response.
+
+pub mod checksum;
+pub mod concatenation;
+pub mod core;
+pub mod creation;
+pub mod download;
+pub mod expiration;
+pub mod headers;
+pub mod termination;
+
+use std::io;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+
+use crate::error::{Result, TusError};
+use crate::state::AppState;
+use crate::upload::UploadId;
+
+pub use headers::TUS_VERSION;
+
+/// `Tus-Resumable`
+pub const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+/// `Tus-Version`
+pub const TUS_VERSION_HEADER: HeaderName = HeaderName::from_static("tus-version");
+/// `Tus-Extension`
+pub const TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
+/// `Tus-Max-Size`
+pub const TUS_MAX_SIZE: HeaderName = HeaderName::from_static("tus-max-size");
+/// `Tus-Checksum-Algorithm`
+pub const TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
+/// `Upload-Offset`
+pub const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+/// `Upload-Length`
+pub const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
+/// `Upload-Defer-Length`
+pub const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
+/// `Upload-Metadata`
+pub const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
+/// `Upload-Expires`
+pub const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
+/// `Upload-Checksum`
+pub const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+/// `Upload-Concat`
+pub const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
+/// `Upload-Limit` (IETF resumable-upload draft), advertising the largest body we accept.
+pub const UPLOAD_LIMIT: HeaderName = HeaderName::from_static("upload-limit");
+/// `X-HTTP-Method-Override`, for clients behind proxies that drop PATCH and DELETE.
+pub const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
+
+/// The content type of PATCH bodies.
+pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+
+/// Extensions tusk implements, in the order advertised by `Tus-Extension`.
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
+checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
+
+/// A request body as the transfer layer consumes it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Refuse requests without `Tus-Resumable: 1.0.0` (§Core "Tus-Resumable": 412).
+pub fn require_tus_resumable(headers: &HeaderMap) -> Result<()> {
+    match header_str(headers, &TUS_RESUMABLE) {
+        Some(version) if headers::is_supported_version(version) => Ok(()),
+        _ => Err(TusError::UnsupportedVersion),
+    }
+}
+
+/// A header's value as text; `None` when absent or not visible ASCII.
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether the body is `application/offset+octet-stream` (parameters ignored).
+pub fn has_offset_content_type(headers: &HeaderMap) -> bool {
+    header_str(headers, &http::header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+    })
+}
+
+/// The request's Content-Length, if declared and valid.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, &http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
+}
+
+/// An empty response with `status`.
+pub fn empty(status: StatusCode) -> Response {
+    let mut response = Response::new(Bytes::new().into());
+    *response.status_mut() = status;
+    response
+}
+
+/// Set a header from any displayable value (numbers, dates, ids).
+pub fn set_header(response: &mut Response, name: HeaderName, value: impl ToString) {
+    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// The absolute URL of an upload, as clients should see it: from `Host` (or, when trusted,
+/// `Forwarded` / `X-Forwarded-*`). Without a usable host, a path-only URL, which clients
+/// resolve against the creation URL.
+pub fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> String {
+    let base = &state.settings.server.base_path;
+    match request_origin(state, headers) {
+        Some((proto, host)) => format!("{proto}://{host}{base}{id}"),
+        None => format!("{base}{id}"),
+    }
+}
+
+/// The scheme and host this request was addressed to.
+pub fn request_origin(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
+    let (forwarded_host, forwarded_proto) = if state.settings.server.trust_forwarded_headers {
+        headers::forwarded_origin(
+            header_str(headers, &http::header::FORWARDED),
+            header_str(headers, &HeaderName::from_static("x-forwarded-host")),
+            header_str(headers, &HeaderName::from_static("x-forwarded-proto")),
+        )
+    } else {
+        (None, None)
+    };
+    let host = forwarded_host.or_else(|| {
+        header_str(headers, &http::header::HOST)
+            .filter(|h| is_plausible_host(h))
+            .map(str::to_owned)
+    })?;
+    Some((forwarded_proto.unwrap_or_else(|| "http".to_owned()), host))
+}
+
+/// Host header values we are willing to echo into a Location URL.
+fn is_plausible_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}

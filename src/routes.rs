@@ -1,0 +1,218 @@
+//! The one place requests are routed and every response is decorated.
+//!
+//! warp's method and path filters are static, but tus needs a configurable base path and
+//! `X-HTTP-Method-Override` (a POST that means PATCH or DELETE). So one filter extracts the
+//! request, and [`dispatch`] matches (resource, effective method) in a single exhaustive table:
+//! 404 and 405 are decided there, explicitly. Then [`decorate`] adds `Tus-Resumable` and CORS
+//! to every response, errors included.
+
+
+use bytes::Buf;
+use futures_util::TryStreamExt;
+use http::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+};
+use http::{HeaderMap, Method};
+use warp::filters::path::FullPath;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::error::TusError;
+use crate::protocol::{
+    core, creation, download, header_str, termination, BodyStream, METHOD_OVERRIDE, TUS_RESUMABLE,
+    TUS_VERSION,
+};
+use crate::state::AppState;
+use crate::transfer::body::TrailerSlot;
+use crate::upload::UploadId;
+
+/// Methods browsers may use cross-origin.
+const CORS_METHODS: &str = "POST, HEAD, PATCH, OPTIONS, GET, DELETE";
+/// Request headers browsers may send cross-origin (tus, the IETF draft, and the usual ones).
+const CORS_ALLOW_HEADERS: &str = "Authorization, Origin, X-Requested-With, X-Request-ID, \
+X-HTTP-Method-Override, Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, \
+Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, \
+Upload-Draft-Interop-Version";
+/// Response headers browser code may read.
+const CORS_EXPOSE_HEADERS: &str = "Upload-Offset, Location, Upload-Length, Tus-Version, \
+Tus-Resumable, Tus-Max-Size, Tus-Extension, Upload-Metadata, Upload-Defer-Length, \
+Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag";
+
+/// What a request path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    /// The creation endpoint `{base}` (also without its trailing slash).
+    Endpoint,
+    /// `{base}{id}` with a valid id.
+    Upload(UploadId),
+    /// `{base}{something}` that is no id of ours.
+    NoSuchUpload,
+    /// Anything else.
+    Elsewhere,
+}
+
+impl Resource {
+    fn of(base: &str, path: &str) -> Resource {
+        if path == base || Some(path) == base.strip_suffix('/') {
+            return Resource::Endpoint;
+        }
+        match path.strip_prefix(base) {
+            Some(tail) => UploadId::parse(tail.strip_suffix('/').unwrap_or(tail))
+                .map_or(Resource::NoSuchUpload, Resource::Upload),
+            None => Resource::Elsewhere,
+        }
+    }
+}
+
+/// The whole tus API of `state`, as a warp filter.
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<TrailerSlot>())
+        .and(warp::body::stream().map(box_body))
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |method: Method,
+             path: FullPath,
+             headers: HeaderMap,
+             trailers: Option<TrailerSlot>,
+             body: BodyStream,
+             state: AppState| async move {
+                let trailers = trailers.unwrap_or_default();
+                let response = dispatch(&state, method, path.as_str(), &headers, trailers, body)
+                    .await
+                    .unwrap_or_else(TusError::into_response);
+                decorate(&state, &headers, response)
+            },
+        )
+}
+
+/// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s.
+fn box_body<S, B>(body: S) -> BodyStream
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    Box::pin(
+        body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()))
+            .map_err(std::io::Error::other),
+    )
+}
+
+/// The method the client means: `X-HTTP-Method-Override` on a POST wins.
+fn effective_method(method: Method, headers: &HeaderMap) -> Method {
+    if method != Method::POST {
+        return method;
+    }
+    header_str(headers, &METHOD_OVERRIDE)
+        .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
+        .unwrap_or(method)
+}
+
+/// Pick the handler for (resource, method).
+async fn dispatch(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    trailers: TrailerSlot,
+    body: BodyStream,
+) -> Result<Response, TusError> {
+    let method = effective_method(method, headers);
+    let resource = Resource::of(&state.settings.server.base_path, path);
+    match resource {
+        Resource::Elsewhere => Err(TusError::RouteNotFound),
+        Resource::Endpoint | Resource::Upload(_) if method == Method::OPTIONS => {
+            Ok(core::server_info(state))
+        }
+        Resource::Endpoint if method == Method::POST => {
+            creation::create_upload(state, headers, trailers, body).await
+        }
+        Resource::Endpoint => Err(TusError::MethodNotAllowed),
+        // Before the id is looked at: an OPTIONS or a bad id both say nothing about uploads.
+        Resource::NoSuchUpload if method == Method::OPTIONS => Ok(core::server_info(state)),
+        Resource::NoSuchUpload => Err(TusError::NotFound),
+        Resource::Upload(id) => match method {
+            Method::HEAD => core::upload_offset(state, id, headers).await,
+            Method::PATCH => core::append_chunk(state, id, headers, trailers, body).await,
+            Method::DELETE => termination::terminate_upload(state, id, headers).await,
+            Method::GET => download::download(state, id, headers).await,
+            _ => Err(TusError::MethodNotAllowed),
+        },
+    }
+}
+
+/// Add `Tus-Resumable` and, for allowed origins, CORS headers.
+fn decorate(state: &AppState, request: &HeaderMap, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    let cors = &state.settings.cors;
+    let Some(origin) = request.get(ORIGIN).filter(|_| cors.enabled) else {
+        return response;
+    };
+    let allowed = cors
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || origin.to_str().is_ok_and(|v| v.eq_ignore_ascii_case(o)));
+    headers.append(VARY, HeaderValue::from_static("Origin"));
+    if !allowed {
+        return response;
+    }
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    );
+    if request.contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        if let Ok(age) = HeaderValue::from_str(&cors.max_age.0.as_secs().to_string()) {
+            headers.insert(ACCESS_CONTROL_MAX_AGE, age);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_resources() {
+        let id = UploadId::random();
+        assert_eq!(Resource::of("/files/", "/files/"), Resource::Endpoint);
+        assert_eq!(Resource::of("/files/", "/files"), Resource::Endpoint);
+        assert_eq!(
+            Resource::of("/files/", &format!("/files/{id}")),
+            Resource::Upload(id.clone())
+        );
+        assert_eq!(
+            Resource::of("/files/", &format!("/files/{id}/")),
+            Resource::Upload(id)
+        );
+        assert_eq!(
+            Resource::of("/files/", "/files/..%2F..%2Fetc%2Fpasswd"),
+            Resource::NoSuchUpload
+        );
+        assert_eq!(Resource::of("/files/", "/other"), Resource::Elsewhere);
+    }
+
+    #[test]
+    fn method_override_applies_to_post_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(METHOD_OVERRIDE, HeaderValue::from_static("patch"));
+        assert_eq!(effective_method(Method::POST, &headers), Method::PATCH);
+        assert_eq!(effective_method(Method::GET, &headers), Method::GET);
+    }
+}

@@ -1,0 +1,130 @@
+//! Everything a request handler can reach: settings, stores, locks. Cheap to clone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::error::{Result, TusError};
+use crate::session::lock::{UploadGuard, UploadLocks};
+use crate::session::{SessionError, SessionStore, SledSessionStore};
+use crate::storage::fs::FsBlobStore;
+use crate::storage::{BlobStore, StoreError};
+use crate::upload::{unix_now, UploadId, UploadInfo};
+
+/// How long a request waits for an in-flight PATCH it asked to stop to commit and let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the server could not start on its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The session store would not open.
+    #[error("cannot open the session database: {0}")]
+    Session(#[from] SessionError),
+    /// The upload directory would not open.
+    #[error("cannot open the upload directory: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// Shared server state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Effective settings.
+    pub settings: Arc<Settings>,
+    /// Upload records.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Upload bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// One writer per upload.
+    pub locks: UploadLocks,
+}
+
+impl AppState {
+    /// Open the local backend (sled under `data_dir/db`, files under `data_dir/uploads`) and
+    /// reconcile it after whatever stopped the last run.
+    ///
+    /// # Errors
+    /// When either store cannot be opened or read.
+    pub async fn open(settings: Settings) -> Result<AppState, StartError> {
+        let data_dir = &settings.storage.data_dir;
+        let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
+        let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            sessions: Arc::new(sessions),
+            blobs: Arc::new(blobs),
+            locks: UploadLocks::new(),
+        };
+        state.reconcile().await?;
+        Ok(state)
+    }
+
+    /// Make bytes and records agree after a crash: a file longer than its record's offset is
+    /// cut back (those bytes were never acknowledged); a file shorter than its offset (only
+    /// possible with relaxed durability and a power cut) lowers the offset; files without a
+    /// record are deleted.
+    async fn reconcile(&self) -> Result<(), StartError> {
+        let records = self.sessions.all().await?;
+        let mut known = std::collections::HashSet::with_capacity(records.len());
+        for mut info in records {
+            known.insert(info.id.clone());
+            let stored = match self.blobs.len(&info.id).await {
+                Ok(len) => len,
+                Err(StoreError::NotFound) => {
+                    self.blobs.create(&info.id).await?;
+                    0
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if stored > info.offset {
+                self.blobs.truncate(&info.id, info.offset).await?;
+                tracing::info!(upload = %info.id, from = stored, to = info.offset, "cut unacknowledged bytes");
+            } else if stored < info.offset {
+                tracing::warn!(upload = %info.id, offset = info.offset, stored, "data shorter than its record; offset lowered");
+                info.offset = stored;
+                self.sessions.put(&info).await?;
+            }
+        }
+        for id in self.blobs.ids().await? {
+            if !known.contains(&id) {
+                tracing::info!(upload = %id, "deleting data without a record");
+                self.blobs.remove(&id).await?;
+            }
+        }
+        self.sessions.flush().await?;
+        Ok(())
+    }
+
+    /// The record of `id`: 404 if unknown, 410 if expired.
+    pub async fn load(&self, id: &UploadId) -> Result<UploadInfo> {
+        match self.sessions.get(id).await? {
+            None => Err(TusError::NotFound),
+            Some(info) if info.is_expired(unix_now()) => Err(TusError::Gone),
+            Some(info) => Ok(info),
+        }
+    }
+
+    /// The write lock of `id`, asking an in-flight holder to stop first (423 if it won't).
+    pub async fn lock_for_write(&self, id: &UploadId) -> Result<UploadGuard> {
+        self.locks
+            .lock_with_takeover(id, TAKEOVER_WAIT)
+            .await
+            .map_err(|_| TusError::Locked)
+    }
+
+    /// Store a new upload: bytes first, so a record never points at nothing.
+    pub async fn create_upload(&self, info: UploadInfo) -> Result<UploadInfo> {
+        self.blobs.create(&info.id).await?;
+        if let Err(err) = self.sessions.put(&info).await {
+            let _ = self.blobs.remove(&info.id).await;
+            return Err(err.into());
+        }
+        Ok(info)
+    }
+
+    /// Delete an upload: record first, so nobody is served bytes that are going away.
+    pub async fn remove_upload(&self, id: &UploadId) -> Result<()> {
+        self.sessions.remove(id).await?;
+        self.blobs.remove(id).await?;
+        Ok(())
+    }
+}

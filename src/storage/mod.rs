@@ -1,0 +1,76 @@
+//! Upload bytes.
+//!
+//! [`BlobStore`] is what the protocol layer needs from a place to keep bytes; [`fs::FsBlobStore`]
+//! keeps each upload in one file. Bytes are always written at an explicit offset (never
+//! appended blindly), so a retried chunk overwrites rather than duplicates. This module knows
+//! nothing of HTTP.
+
+pub mod fs;
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+use crate::upload::UploadId;
+
+/// Why the blob store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No bytes are stored under this id.
+    #[error("no data for this upload")]
+    NotFound,
+    /// The disk is full.
+    #[error("no space left on the data volume")]
+    Full,
+    /// Any other I/O failure.
+    #[error("I/O error: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl From<io::Error> for StoreError {
+    fn from(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
+            _ => StoreError::Io(err),
+        }
+    }
+}
+
+/// A stream of an upload's bytes, for downloads.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;
+
+/// Where upload bytes live. Small on purpose so an object store can follow.
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
+    /// Make an empty blob for `id`.
+    async fn create(&self, id: &UploadId) -> Result<(), StoreError>;
+    /// Open `id` for positional writes.
+    async fn writer(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Stream `len` bytes of `id` starting at `start`.
+    async fn read(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream, StoreError>;
+    /// Bytes currently stored for `id`.
+    async fn len(&self, id: &UploadId) -> Result<u64, StoreError>;
+    /// Cut `id` back to `len` bytes (discarding a failed chunk, start-up reconciliation).
+    async fn truncate(&self, id: &UploadId, len: u64) -> Result<(), StoreError>;
+    /// Delete `id`; deleting a missing blob is not an error.
+    async fn remove(&self, id: &UploadId) -> Result<(), StoreError>;
+    /// Write the bytes of `parts`, in order, as `target` (which must exist and be empty);
+    /// returns the total length, durably stored.
+    async fn concat(&self, target: &UploadId, parts: &[UploadId]) -> Result<u64, StoreError>;
+    /// Every id that has a blob (start-up reconciliation finds orphans with it).
+    async fn ids(&self) -> Result<Vec<UploadId>, StoreError>;
+}
+
+/// Positional writes into one blob.
+#[async_trait]
+pub trait BlobWriter: Send + fmt::Debug {
+    /// Write all of `buf` at `offset`; the buffer comes back for reuse whatever happened.
+    async fn write_at(&mut self, buf: BytesMut, offset: u64) -> (BytesMut, Result<(), StoreError>);
+    /// Make every byte written so far durable.
+    async fn sync(&mut self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,256 @@
+//! The copy loop of a PATCH: body frames -> one buffer -> checksum tee -> positional writes.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::checksum::Hasher;
+use crate::storage::{BlobWriter, StoreError};
+
+/// Bytes gathered before one write call.
+pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
+
+/// What one append should do.
+#[derive(Debug)]
+pub struct AppendPlan {
+    /// Offset of the first byte of the body in the blob.
+    pub start: u64,
+    /// Most bytes the body may carry; one more and the append ends with [`AppendEnd::TooLarge`].
+    pub max_bytes: u64,
+    /// Size of the gathering buffer.
+    pub buffer_size: usize,
+    /// A body that sends nothing for this long ends with [`AppendEnd::IdleTimeout`].
+    pub idle_timeout: Duration,
+    /// Cancelled when a newer request (or shutdown) wants this upload.
+    pub stop: CancellationToken,
+}
+
+/// How an append ended.
+#[derive(Debug)]
+pub enum AppendEnd {
+    /// The body ended normally.
+    Complete,
+    /// The body carried more than `max_bytes`.
+    TooLarge,
+    /// The client's connection broke.
+    Interrupted(io::Error),
+    /// No body byte arrived within the idle timeout.
+    IdleTimeout,
+    /// A newer request asked this one to stop.
+    Stopped,
+    /// Writing to storage failed.
+    WriteFailed(StoreError),
+}
+
+/// The result of an append: how far it got, and why it ended.
+#[derive(Debug)]
+pub struct AppendOutcome {
+    /// Bytes written to storage at `start..start + written` (not yet synced).
+    pub written: u64,
+    /// Why it ended.
+    pub end: AppendEnd,
+}
+
+/// Copy `body` into `writer` at `plan.start`, hashing into `hasher` in order.
+///
+/// Every byte received before the body ended is written before this returns (except after
+/// [`AppendEnd::TooLarge`] and [`AppendEnd::WriteFailed`], which the caller discards anyway),
+/// so the caller can commit `written` bytes.
+pub async fn append<S>(
+    body: S,
+    writer: &mut dyn BlobWriter,
+    plan: AppendPlan,
+    mut hasher: Option<&mut Hasher>,
+) -> AppendOutcome
+where
+    S: Stream<Item = io::Result<Bytes>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buffer = BytesMut::with_capacity(plan.buffer_size);
+    let mut received: u64 = 0;
+    let mut written: u64 = 0;
+
+    let end = loop {
+        let next = tokio::select! {
+            biased;
+            () = plan.stop.cancelled() => break AppendEnd::Stopped,
+            next = tokio::time::timeout(plan.idle_timeout, body.next()) => next,
+        };
+        let frame = match next {
+            Err(_elapsed) => break AppendEnd::IdleTimeout,
+            Ok(None) => break AppendEnd::Complete,
+            Ok(Some(Err(err))) => break AppendEnd::Interrupted(err),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        received += frame.len() as u64;
+        if received > plan.max_bytes {
+            return AppendOutcome {
+                written,
+                end: AppendEnd::TooLarge,
+            };
+        }
+        if let Some(hasher) = hasher.as_deref_mut() {
+            hasher.update(&frame);
+        }
+        let mut frame = &frame[..];
+        while !frame.is_empty() {
+            let room = plan.buffer_size - buffer.len();
+            let take = room.min(frame.len());
+            buffer.extend_from_slice(&frame[..take]);
+            frame = &frame[take..];
+            if buffer.len() == plan.buffer_size {
+                match flush(writer, buffer, plan.start + written).await {
+                    (buf, Ok(n)) => {
+                        buffer = buf;
+                        written += n;
+                    }
+                    (_, Err(err)) => {
+                        return AppendOutcome {
+                            written,
+                            end: AppendEnd::WriteFailed(err),
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    // Whatever ended the body, the bytes already received are written so they can be kept.
+    if !buffer.is_empty() {
+        match flush(writer, buffer, plan.start + written).await {
+            (_, Ok(n)) => written += n,
+            (_, Err(err)) => {
+                return AppendOutcome {
+                    written,
+                    end: AppendEnd::WriteFailed(err),
+                }
+            }
+        }
+    }
+    AppendOutcome { written, end }
+}
+
+/// Write the whole buffer at `offset`; hand back the emptied buffer and the count written.
+async fn flush(
+    writer: &mut dyn BlobWriter,
+    buffer: BytesMut,
+    offset: u64,
+) -> (BytesMut, Result<u64, StoreError>) {
+    let len = buffer.len() as u64;
+    let (mut buffer, result) = writer.write_at(buffer, offset).await;
+    buffer.clear();
+    (buffer, result.map(|()| len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fs::FsBlobStore;
+    use crate::storage::BlobStore;
+    use crate::upload::UploadId;
+
+    fn plan(start: u64, max_bytes: u64, buffer_size: usize) -> AppendPlan {
+        AppendPlan {
+            start,
+            max_bytes,
+            buffer_size,
+            idle_timeout: Duration::from_secs(5),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    async fn store_with_upload() -> (tempfile::TempDir, FsBlobStore, UploadId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let id = UploadId::random();
+        store.create(&id).await.unwrap();
+        (dir, store, id)
+    }
+
+    async fn contents(store: &FsBlobStore, id: &UploadId) -> Vec<u8> {
+        std::fs::read(store.path(id)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn frames_of_any_size_land_in_order_at_the_start_offset() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        writer.write_at(BytesMut::from(&b"ab"[..]), 0).await.1.unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let frames: Vec<io::Result<Bytes>> = data
+            .chunks(777)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let outcome = append(
+            futures_util::stream::iter(frames),
+            writer.as_mut(),
+            plan(2, 10_000, 1000),
+            None,
+        )
+        .await;
+        assert!(matches!(outcome.end, AppendEnd::Complete));
+        assert_eq!(outcome.written, 10_000);
+        let stored = contents(&store, &id).await;
+        assert_eq!(&stored[..2], b"ab");
+        assert_eq!(&stored[2..], &data[..]);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_body_keeps_what_arrived() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        let frames: Vec<io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"wor")),
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")),
+        ];
+        let outcome = append(
+            futures_util::stream::iter(frames),
+            writer.as_mut(),
+            plan(0, 100, 4),
+            None,
+        )
+        .await;
+        assert!(matches!(outcome.end, AppendEnd::Interrupted(_)));
+        assert_eq!(outcome.written, 9);
+        assert_eq!(contents(&store, &id).await, b"hello wor");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        let frames: Vec<io::Result<Bytes>> = vec![Ok(Bytes::from_static(b"0123456789"))];
+        let outcome = append(
+            futures_util::stream::iter(frames),
+            writer.as_mut(),
+            plan(0, 9, 4),
+            None,
+        )
+        .await;
+        assert!(matches!(outcome.end, AppendEnd::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_ends_the_append_with_its_bytes_written() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        let p = plan(0, 100, 64);
+        let stop = p.stop.clone();
+        // One frame, then a body that never ends (a half-open connection).
+        let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"kept"))])
+            .chain(futures_util::stream::pending());
+        let task = async { append(body, writer.as_mut(), p, None).await };
+        let canceller = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        };
+        let (outcome, ()) = tokio::join!(task, canceller);
+        assert!(matches!(outcome.end, AppendEnd::Stopped));
+        assert_eq!(outcome.written, 4);
+        assert_eq!(contents(&store, &id).await, b"kept");
+    }
+}

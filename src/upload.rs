@@ -1,0 +1,151 @@
+//! What an upload is: its id and its record.
+
+use std::fmt;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Length in characters of every id tusk makes.
+const ID_LEN: usize = 32;
+
+/// A server-made upload id: 32 lowercase hex characters (128 random bits).
+///
+/// Parsing is strict, so nothing a client sends in a URL can name a path outside the data
+/// directory: an id is validated before sled or the file system sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh random id.
+    pub fn random() -> UploadId {
+        let mut bytes = [0u8; ID_LEN / 2];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        UploadId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Accept exactly the ids tusk makes; anything else is `None`.
+    pub fn parse(text: &str) -> Option<UploadId> {
+        let valid = text.len() == ID_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| UploadId(text.to_owned()))
+    }
+
+    /// The id as text (safe to use as a file name).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for UploadId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        UploadId::parse(&value).ok_or_else(|| format!("invalid upload id {value:?}"))
+    }
+}
+
+impl From<UploadId> for String {
+    fn from(id: UploadId) -> String {
+        id.0
+    }
+}
+
+/// The role of an upload in the concatenation extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Concat {
+    /// An ordinary upload.
+    None,
+    /// `Upload-Concat: partial`: a piece meant to be joined into a final upload.
+    Partial,
+    /// `Upload-Concat: final;...`: the join of `parts`, in order.
+    Final {
+        /// The partial uploads, in order.
+        parts: Vec<UploadId>,
+        /// Whether the bytes have been joined (concatenation-unfinished lets a final exist
+        /// before its parts are complete).
+        joined: bool,
+    },
+}
+
+/// Everything tusk records about one upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    /// The upload's id.
+    pub id: UploadId,
+    /// Total length, or `None` while deferred (creation-defer-length) or for a final upload
+    /// whose parts' lengths are not all known.
+    pub length: Option<u64>,
+    /// Bytes committed: written and synced before this value was stored.
+    pub offset: u64,
+    /// Upload-Metadata in header form, exactly as re-encoded from what the client sent.
+    pub metadata: String,
+    /// Unix seconds of creation.
+    pub created_at: u64,
+    /// Unix seconds after which an unfinished upload is gone; `None` never expires.
+    pub expires_at: Option<u64>,
+    /// Role in the concatenation extension.
+    pub concat: Concat,
+}
+
+impl UploadInfo {
+    /// Whether every byte has arrived (and, for a final upload, been joined).
+    pub fn is_finished(&self) -> bool {
+        match &self.concat {
+            Concat::Final { joined, .. } => *joined,
+            Concat::None | Concat::Partial => self.length == Some(self.offset),
+        }
+    }
+
+    /// Whether the upload has expired at `now` (unix seconds).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether this is a final upload (never patched).
+    pub fn is_final(&self) -> bool {
+        matches!(self.concat, Concat::Final { .. })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_parse_back() {
+        let id = UploadId::random();
+        assert_eq!(UploadId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn hostile_ids_are_refused() {
+        for text in [
+            "",
+            "../../etc/passwd",
+            "0123456789abcdef0123456789abcde/",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdef0123456789abcde\0",
+            "..",
+            &"a".repeat(1000),
+        ] {
+            assert_eq!(UploadId::parse(text), None, "{text:?}");
+        }
+    }
+}
