@@ -320,7 +320,10 @@ impl Settings {
             return Err(invalid("expiration.expire_after", "must be greater than 0"));
         }
         if self.expiration.sweep_interval.0.is_zero() {
-            return Err(invalid("expiration.sweep_interval", "must be greater than 0"));
+            return Err(invalid(
+                "expiration.sweep_interval",
+                "must be greater than 0",
+            ));
         }
         if self.timeouts.body_idle.0.is_zero() || self.timeouts.header_read.0.is_zero() {
             return Err(invalid("timeouts", "timeouts must be greater than 0"));
@@ -390,7 +393,11 @@ impl ByteSize {
             "gib" => 1 << 30,
             "t" | "tb" => 1000 * 1000 * 1000 * 1000,
             "tib" => 1 << 40,
-            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                ))
+            }
         };
         let value: f64 = number
             .parse()
@@ -405,7 +412,12 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (size, unit) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
@@ -429,9 +441,11 @@ impl<'de> Deserialize<'de> for ByteSize {
             Int(u64),
             Text(String),
         }
-        match Raw::deserialize(deserializer)
-            .map_err(|_| serde::de::Error::custom("expected a size: an integer of bytes or a string like \"16KiB\""))?
-        {
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size: an integer of bytes or a string like \"16KiB\"",
+            )
+        })? {
             Raw::Int(n) => Ok(ByteSize(n)),
             Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
         }
@@ -462,7 +476,11 @@ impl HumanDuration {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} (use ms, s, m, h, d)"
+                ))
+            }
         };
         value
             .checked_mul(millis_per)
@@ -474,7 +492,12 @@ impl HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        const UNITS: [(u128, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+        const UNITS: [(u128, &str); 4] = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ];
         for (size, unit) in UNITS {
             if ms >= size && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
@@ -498,9 +521,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Int(u64),
             Text(String),
         }
-        match Raw::deserialize(deserializer)
-            .map_err(|_| serde::de::Error::custom("expected a duration: seconds or a string like \"30s\""))?
-        {
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a duration: seconds or a string like \"30s\"")
+        })? {
             Raw::Int(n) => Ok(HumanDuration(Duration::from_secs(n))),
             Raw::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
         }
@@ -544,7 +567,10 @@ mod tests {
     fn env_overrides_file_and_flags_override_env() {
         let settings = load_str(
             "[limits]\nmax_size = \"1MiB\"\n",
-            &[("TUSK_LIMITS__MAX_SIZE", "2MiB"), ("TUSK_SERVER__PORT", "9000")],
+            &[
+                ("TUSK_LIMITS__MAX_SIZE", "2MiB"),
+                ("TUSK_SERVER__PORT", "9000"),
+            ],
         )
         .unwrap();
         assert_eq!(settings.limits.max_size, ByteSize(2 << 20));
@@ -565,8 +591,14 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
         assert!(ByteSize::parse("-1").is_err());
         assert!(ByteSize::parse("5 furlongs").is_err());
-        assert_eq!(HumanDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
-        assert_eq!(HumanDuration::parse("24h").unwrap().0, Duration::from_secs(86400));
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            HumanDuration::parse("24h").unwrap().0,
+            Duration::from_secs(86400)
+        );
         assert!(HumanDuration::parse("1.5h").is_err());
         assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(ByteSize(16384).to_string(), "16KiB");

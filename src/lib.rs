@@ -1,17 +1,17 @@
 //! tusk: a resumable upload server speaking the tus protocol 1.0.0.
 //!
 //! # Layout
-//! - [`config`]: settings from defaults, file, environment and flags.
-//! - [`server`]: accepts connections, runs the routes, shuts down gracefully.
-//! - [`routes`]: routes requests to handlers; adds Tus-Resumable and CORS to every response.
-//! - [`protocol`]: one module per section of the tus spec, plus pure header parsing.
-//! - [`transfer`]: the PATCH data path from socket to disk.
-//! - [`session`]: upload records in sled, per-upload locks, the expiry sweeper (only this
+//! - [`config`] — settings from defaults, file, environment and flags.
+//! - [`server`] — accepts connections, runs the routes, shuts down gracefully.
+//! - [`routes`] — routes requests to handlers; adds Tus-Resumable and CORS to every response.
+//! - [`protocol`] — one module per section of the tus spec, plus pure header parsing.
+//! - [`transfer`] — the PATCH data path from socket to disk.
+//! - [`session`] — upload records in sled, per-upload locks, the expiry sweeper (only this
 //!   module imports sled).
-//! - [`storage`]: upload bytes, one file per upload.
-//! - [`checksum`]: hash algorithms of the checksum extension.
-//! - [`upload`]: upload ids and records.
-//! - [`error`]: the one error type at the HTTP edge.
+//! - [`storage`] — upload bytes, one file per upload.
+//! - [`checksum`] — hash algorithms of the checksum extension.
+//! - [`upload`] — upload ids and records.
+//! - [`error`] — the one error type at the HTTP edge.
 //!
 //! Invariant: the offset stored for an upload never exceeds the bytes durably written for it.
 

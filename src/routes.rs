@@ -6,7 +6,6 @@
 //! 404 and 405 are decided there, explicitly. Then [`decorate`] adds `Tus-Resumable` and CORS
 //! to every response, errors included.
 
-
 use bytes::Buf;
 use futures_util::TryStreamExt;
 use http::header::{
@@ -104,11 +103,9 @@ where
     )
 }
 
-/// The method the client means: `X-HTTP-Method-Override` on a POST wins.
+/// The method the client means: §Core "X-HTTP-Method-Override ... MUST be interpreted as the
+/// request's method ... the actual method of the request MUST be ignored".
 fn effective_method(method: Method, headers: &HeaderMap) -> Method {
-    if method != Method::POST {
-        return method;
-    }
     header_str(headers, &METHOD_OVERRIDE)
         .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
         .unwrap_or(method)
@@ -209,10 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn method_override_applies_to_post_only() {
+    fn method_override_replaces_the_actual_method() {
         let mut headers = HeaderMap::new();
+        assert_eq!(effective_method(Method::POST, &headers), Method::POST);
         headers.insert(METHOD_OVERRIDE, HeaderValue::from_static("patch"));
         assert_eq!(effective_method(Method::POST, &headers), Method::PATCH);
-        assert_eq!(effective_method(Method::GET, &headers), Method::GET);
+        assert_eq!(effective_method(Method::PUT, &headers), Method::PATCH);
     }
 }

@@ -92,7 +92,10 @@ pub async fn run(
     stop_background.cancel();
     state.locks.stop_all();
     let grace = state.settings.timeouts.shutdown_grace.0;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "some connections did not finish in time");
     }
     let _ = sweeper.await;

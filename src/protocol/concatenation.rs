@@ -37,7 +37,9 @@ pub async fn create_final(
             .get(&id)
             .await?
             .filter(|p| !p.is_expired(unix_now()))
-            .ok_or(TusError::BadRequest("Upload-Concat names an unknown upload"))?;
+            .ok_or(TusError::BadRequest(
+                "Upload-Concat names an unknown upload",
+            ))?;
         if part.concat != Concat::Partial {
             return Err(TusError::BadRequest(
                 "Upload-Concat names an upload that is not partial",
@@ -95,7 +97,9 @@ fn part_id(state: &AppState, headers: &HeaderMap, url: &str) -> Result<UploadId>
     };
     path.strip_prefix(state.settings.server.base_path.as_str())
         .and_then(UploadId::parse)
-        .ok_or(TusError::BadRequest("Upload-Concat names an invalid upload URL"))
+        .ok_or(TusError::BadRequest(
+            "Upload-Concat names an invalid upload URL",
+        ))
 }
 
 /// Join a final upload whose parts are all finished; otherwise return it unchanged.

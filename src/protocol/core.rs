@@ -56,7 +56,11 @@ fn upload_limit(state: &AppState) -> Option<String> {
 
 /// HEAD `{base}{id}`: the committed offset, length and metadata. Lock-free, so it answers at
 /// once even while a PATCH is in flight.
-pub async fn upload_offset(state: &AppState, id: UploadId, headers: &HeaderMap) -> Result<Response> {
+pub async fn upload_offset(
+    state: &AppState,
+    id: UploadId,
+    headers: &HeaderMap,
+) -> Result<Response> {
     super::require_tus_resumable(headers)?;
     let info = concatenation::settle(state, state.load(&id).await?).await?;
     let mut response = super::empty(StatusCode::OK);
@@ -200,9 +204,15 @@ pub async fn receive(
 
 /// How many bytes one body may still carry for this upload.
 fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
-    let ceiling = info.length.or(state.settings.max_size()).unwrap_or(u64::MAX);
+    let ceiling = info
+        .length
+        .or(state.settings.max_size())
+        .unwrap_or(u64::MAX);
     let room = ceiling.saturating_sub(info.offset);
-    state.settings.max_append_size().map_or(room, |cap| room.min(cap))
+    state
+        .settings
+        .max_append_size()
+        .map_or(room, |cap| room.min(cap))
 }
 
 fn too_large(state: &AppState, info: &UploadInfo) -> TusError {

@@ -133,7 +133,9 @@ pub fn parse_metadata(state: &AppState, headers: &HeaderMap) -> Result<Metadata>
 pub fn declare_length(state: &AppState, info: &mut UploadInfo, length: u64) -> Result<()> {
     match info.length {
         Some(known) if known == length => Ok(()),
-        Some(_) => Err(TusError::BadRequest("Upload-Length cannot be changed once set")),
+        Some(_) => Err(TusError::BadRequest(
+            "Upload-Length cannot be changed once set",
+        )),
         None if length < info.offset => Err(TusError::BadRequest(
             "Upload-Length is smaller than the bytes already uploaded",
         )),

@@ -28,7 +28,10 @@ pub async fn download(state: &AppState, id: UploadId, request: &HeaderMap) -> Re
         .then(|| format!("\"{}-{}\"", info.id, length));
 
     if let (Some(tag), Some(wanted)) = (&etag, header_str(request, &IF_NONE_MATCH)) {
-        if wanted.split(',').any(|t| t.trim() == tag || t.trim() == "*") {
+        if wanted
+            .split(',')
+            .any(|t| t.trim() == tag || t.trim() == "*")
+        {
             let mut response = super::empty(StatusCode::NOT_MODIFIED);
             set_header(&mut response, ETAG, tag);
             return Ok(response);

@@ -74,12 +74,22 @@ pub const MAX_CONCAT_URLS: usize = 1_000;
 /// The tus protocol version this server speaks.
 pub const TUS_VERSION: &str = "1.0.0";
 
-/// Standard-alphabet base64 that accepts both padded and unpadded input. Non-canonical trailing
-/// bits are still rejected so every accepted value has exactly one meaning.
-const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+/// Standard-alphabet base64 without padding, for values that carry none.
+const BASE64_UNPADDED: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireNone),
 );
+
+/// Standard-alphabet base64, padded or not; but padding, when present, must be complete
+/// ("YQ==" or "YQ", never "YQ="), and non-canonical trailing bits are rejected, so every
+/// accepted value has exactly one meaning.
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    if text.contains('=') {
+        STANDARD.decode(text)
+    } else {
+        BASE64_UNPADDED.decode(text)
+    }
+}
 
 /// Trims the optional whitespace (OWS: spaces and tabs) HTTP allows around field values.
 fn trim_ows(value: &str) -> &str {
@@ -195,11 +205,9 @@ impl Metadata {
             }
             let decoded = match encoded {
                 None => None,
-                Some(encoded) => Some(
-                    BASE64_LENIENT
-                        .decode(encoded)
-                        .map_err(|_| HeaderError::InvalidMetadataValue)?,
-                ),
+                Some(encoded) => {
+                    Some(decode_base64(encoded).map_err(|_| HeaderError::InvalidMetadataValue)?)
+                }
             };
             pairs.push((key.to_owned(), decoded));
         }
@@ -319,9 +327,7 @@ pub fn parse_checksum(value: &str) -> Result<(Algorithm, Vec<u8>), HeaderError> 
     if digest.len() > algorithm.digest_len().div_ceil(3) * 4 {
         return Err(HeaderError::ChecksumLength(algorithm));
     }
-    let bytes = BASE64_LENIENT
-        .decode(digest)
-        .map_err(|_| HeaderError::MalformedChecksum)?;
+    let bytes = decode_base64(digest).map_err(|_| HeaderError::MalformedChecksum)?;
     if bytes.len() != algorithm.digest_len() {
         return Err(HeaderError::ChecksumLength(algorithm));
     }
@@ -783,6 +789,7 @@ mod tests {
         for bad in [
             "k not*base64",
             "k YQ===",
+            "k YQ=", // padding, when present, must be complete
             "k Y",
             "k YR==", // non-canonical trailing bits
             "k YQ-_", // URL-safe alphabet

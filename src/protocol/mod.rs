@@ -1,13 +1,13 @@
 //! The tus protocol 1.0.0, one file per section of the spec.
 //!
-//! - [`headers`]: pure parsing and formatting of header values.
-//! - [`core`]: OPTIONS, HEAD, PATCH.
-//! - [`creation`]: POST, creation-with-upload, creation-defer-length.
-//! - [`expiration`]: Upload-Expires.
-//! - [`checksum`]: Upload-Checksum in headers and trailers.
-//! - [`termination`]: DELETE.
-//! - [`concatenation`]: partial and final uploads, concatenation-unfinished.
-//! - [`download`]: GET of an upload (tusk's own, with Range).
+//! - [`headers`] — pure parsing and formatting of header values.
+//! - [`core`] — OPTIONS, HEAD, PATCH.
+//! - [`creation`] — POST, creation-with-upload, creation-defer-length.
+//! - [`expiration`] — Upload-Expires.
+//! - [`checksum`] — Upload-Checksum in headers and trailers.
+//! - [`termination`] — DELETE.
+//! - [`concatenation`] — partial and final uploads, concatenation-unfinished.
+//! - [`download`] — GET of an upload (tusk's own, with Range).
 //!
 //! Handlers take the [`AppState`] and the parts of the request they need, and return
 //! `Result<Response, TusError>`; [`crate::routes`] picks the handler and decorates every response.

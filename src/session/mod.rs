@@ -128,8 +128,7 @@ impl SessionStore for SledSessionStore {
     }
 
     async fn put(&self, info: &UploadInfo) -> Result<(), SessionError> {
-        self.uploads
-            .insert(info.id.as_str(), Self::encode(info)?)?;
+        self.uploads.insert(info.id.as_str(), Self::encode(info)?)?;
         if self.durability == Durability::Fsync {
             self.flush().await?;
         }
@@ -199,8 +198,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledSessionStore::open(dir.path(), Durability::Relaxed).unwrap();
         let id = UploadId::random();
-        store.uploads.insert(id.as_str(), vec![9, b'{', b'}']).unwrap();
+        store
+            .uploads
+            .insert(id.as_str(), vec![9, b'{', b'}'])
+            .unwrap();
         let err = store.get(&id).await.unwrap_err();
-        assert!(err.to_string().contains("unknown record version 9"), "{err}");
+        assert!(
+            err.to_string().contains("unknown record version 9"),
+            "{err}"
+        );
     }
 }

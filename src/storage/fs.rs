@@ -59,7 +59,14 @@ async fn blocking<T: Send + 'static>(
 impl BlobStore for FsBlobStore {
     async fn create(&self, id: &UploadId) -> Result<(), StoreError> {
         let path = self.path(id);
-        blocking(move || OpenOptions::new().write(true).create_new(true).open(path).map(drop)).await
+        blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map(drop)
+        })
+        .await
     }
 
     async fn writer(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>, StoreError> {
@@ -74,7 +81,9 @@ impl BlobStore for FsBlobStore {
         let mut file = tokio::fs::File::open(self.path(id)).await?;
         file.seek(SeekFrom::Start(start)).await?;
         let reader = file.take(len);
-        Ok(Box::pin(ReaderStream::with_capacity(reader, READ_CHUNK).map(|r| r)))
+        Ok(Box::pin(
+            ReaderStream::with_capacity(reader, READ_CHUNK).map(|r| r),
+        ))
     }
 
     async fn len(&self, id: &UploadId) -> Result<u64, StoreError> {
@@ -163,7 +172,10 @@ mod tests {
 
     async fn collect(stream: ByteStream) -> Vec<u8> {
         let chunks: Vec<_> = stream.collect().await;
-        chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect()
+        chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect()
     }
 
     #[tokio::test]
@@ -182,9 +194,15 @@ mod tests {
         res.unwrap();
         writer.sync().await.unwrap();
         assert_eq!(store.len(&id).await.unwrap(), 11);
-        assert_eq!(collect(store.read(&id, 6, 5).await.unwrap()).await, b"world");
+        assert_eq!(
+            collect(store.read(&id, 6, 5).await.unwrap()).await,
+            b"world"
+        );
         store.truncate(&id, 5).await.unwrap();
-        assert_eq!(collect(store.read(&id, 0, 99).await.unwrap()).await, b"hello");
+        assert_eq!(
+            collect(store.read(&id, 0, 99).await.unwrap()).await,
+            b"hello"
+        );
     }
 
     #[tokio::test]
@@ -199,7 +217,10 @@ mod tests {
         }
         store.create(&t).await.unwrap();
         assert_eq!(store.concat(&t, &[a.clone(), b.clone()]).await.unwrap(), 7);
-        assert_eq!(collect(store.read(&t, 0, 7).await.unwrap()).await, b"abcdefg");
+        assert_eq!(
+            collect(store.read(&t, 0, 7).await.unwrap()).await,
+            b"abcdefg"
+        );
         let mut ids = store.ids().await.unwrap();
         ids.sort();
         assert_eq!(ids.len(), 3);

@@ -178,7 +178,11 @@ mod tests {
     async fn frames_of_any_size_land_in_order_at_the_start_offset() {
         let (_dir, store, id) = store_with_upload().await;
         let mut writer = store.writer(&id).await.unwrap();
-        writer.write_at(BytesMut::from(&b"ab"[..]), 0).await.1.unwrap();
+        writer
+            .write_at(BytesMut::from(&b"ab"[..]), 0)
+            .await
+            .1
+            .unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let frames: Vec<io::Result<Bytes>> = data
             .chunks(777)

@@ -1,0 +1,360 @@
+//! Robustness: hostile ids, restarts, crashes, interrupted and concurrent PATCHes,
+//! and gigabyte uploads.
+
+use std::time::{Duration, Instant};
+
+use protocol_tests::*;
+use sha2::{Digest, Sha256};
+
+/// "This specification does not describe the structure of URLs": whatever tusk's ids
+/// look like, ids with path tricks must resolve to no upload (404), never to a server
+/// error and never to a file outside the data dir.
+#[test]
+fn path_traversal_ids_are_not_found() {
+    let s = TestServer::spawn();
+    // Make sure there is something in the data dir to find.
+    let url = create(&s, 3);
+    patch_ok(&url, 0, b"abc");
+    let long = "a".repeat(1000);
+    let tricks = [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "abc%00",
+        "..",
+        long.as_str(),
+        "../../etc/passwd",
+        "..%5C..%5Cetc%5Cpasswd",
+    ];
+    for t in tricks {
+        let target = s.url(t);
+        let r = head(&target);
+        assert_status(&r, &[404], &format!("HEAD {t}"));
+        assert!(!r.has("Upload-Offset"), "{}", r.describe());
+        let r = get(&target);
+        assert_status(&r, &[404], &format!("GET {t}"));
+        let r = patch(&target, 0, b"x");
+        assert!(
+            (400..500).contains(&r.status),
+            "PATCH {t}: expected a 4xx, got {}",
+            r.describe()
+        );
+        let r = tus("DELETE", &target).send();
+        assert!(
+            (400..500).contains(&r.status),
+            "DELETE {t}: expected a 4xx, got {}",
+            r.describe()
+        );
+    }
+    assert_eq!(get_bytes(&url), b"abc", "the real upload was disturbed");
+}
+
+/// "Both Client and Server, SHOULD attempt to detect and handle network errors
+/// predictably." tusk: after a graceful restart (SIGTERM) an upload resumes at the
+/// same offset and finishes with the right bytes.
+#[test]
+fn restart_preserves_upload_offset() {
+    needs_spawned_server!();
+    let mut s = TestServer::spawn();
+    let data = pattern(70, 50_000);
+    let url = create(&s, data.len() as u64);
+    patch_ok(&url, 0, &data[..20_000]);
+    let path = path_of(&url);
+    s.restart();
+    let url = s.url(&path);
+    assert_eq!(head_offset(&url), 20_000, "offset after restart");
+    patch_ok(&url, 20_000, &data[20_000..]);
+    assert_eq!(get_bytes(&url), data);
+}
+
+/// The same with `durability = "relaxed"`: a graceful shutdown still keeps every
+/// acknowledged byte.
+#[test]
+fn restart_preserves_upload_offset_with_relaxed_durability() {
+    needs_spawned_server!();
+    let mut s = TestServer::spawn_with_config("[storage]\ndurability = \"relaxed\"\n");
+    let data = pattern(71, 30_000);
+    let url = create(&s, data.len() as u64);
+    patch_ok(&url, 0, &data[..12_345]);
+    let path = path_of(&url);
+    s.restart();
+    let url = s.url(&path);
+    assert_eq!(head_offset(&url), 12_345, "offset after restart");
+    patch_ok(&url, 12_345, &data[12_345..]);
+    assert_eq!(get_bytes(&url), data);
+}
+
+/// tusk (durability = "fsync"): bytes acknowledged with 204 survive a SIGKILL; the
+/// upload can be resumed from the acknowledged offset and metadata is intact.
+#[test]
+fn acknowledged_bytes_survive_kill9() {
+    needs_spawned_server!();
+    let mut s = TestServer::spawn();
+    let data = pattern(72, 40_000);
+    let meta = metadata(&[("filename", b"crash.bin")]);
+    let (url, _) = create_with(
+        &s,
+        &[("Upload-Length", "40000"), ("Upload-Metadata", &meta)],
+    );
+    patch_ok(&url, 0, &data[..25_000]);
+    let path = path_of(&url);
+    s.kill9();
+    s.start();
+    let url = s.url(&path);
+    let h = head(&url);
+    assert_status(&h, &[200], "HEAD after kill -9");
+    assert_eq!(h.header_u64("Upload-Offset"), 25_000, "{}", h.describe());
+    assert_eq!(
+        parse_metadata(h.header("Upload-Metadata").unwrap_or("")),
+        parse_metadata(&meta)
+    );
+    patch_ok(&url, 25_000, &data[25_000..]);
+    assert_eq!(get_bytes(&url), data);
+}
+
+/// tusk: a concatenated final upload survives a restart.
+#[test]
+fn restart_preserves_final_upload() {
+    needs_spawned_server!();
+    let mut s = TestServer::spawn();
+    let (a, _) = create_with(&s, &[("Upload-Concat", "partial"), ("Upload-Length", "3")]);
+    patch_ok(&a, 0, b"abc");
+    let r = tus("POST", s.endpoint())
+        .header("Upload-Concat", &format!("final;{}", path_of(&a)))
+        .send();
+    assert_status(&r, &[201], "POST final");
+    let fin = path_of(&s.url(r.header("Location").unwrap()));
+    s.restart();
+    assert_eq!(get_bytes(&s.url(&fin)), b"abc");
+}
+
+/// "The Server SHOULD always attempt to store as much of the received data as
+/// possible." tusk: a PATCH whose connection drops after N of its Content-Length
+/// bytes leaves the upload at exactly offset N, and a PATCH from N finishes it.
+#[test]
+fn interrupted_patch_keeps_received_bytes() {
+    let s = TestServer::spawn();
+    let data = pattern(73, 200_000);
+    let url = create(&s, data.len() as u64);
+    patch_ok(&url, 0, &data[..1000]);
+    let sent = 1000 + 77_777;
+    let mut conn = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "1000")
+        .header("Content-Length", &(data.len() - 1000).to_string())
+        .open();
+    conn.write_all(&data[1000..sent])
+        .expect("sending part of the body");
+    std::thread::sleep(Duration::from_millis(200));
+    conn.abort();
+    let mut last = 0;
+    wait_until(Duration::from_secs(5), || {
+        let r = head(&url);
+        last = r
+            .header("Upload-Offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        last == sent as u64
+    });
+    assert_eq!(last, sent as u64, "offset after an interrupted PATCH");
+    patch_ok(&url, sent as u64, &data[sent..]);
+    assert_eq!(sha256_hex(&get_bytes(&url)), sha256_hex(&data));
+}
+
+/// An interrupted chunked PATCH (connection closed mid-chunk) keeps at most what was
+/// received, and the upload can be completed from the reported offset.
+#[test]
+fn interrupted_chunked_patch_can_be_resumed() {
+    let s = TestServer::spawn();
+    let data = pattern(74, 100_000);
+    let url = create(&s, data.len() as u64);
+    let mut conn = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Transfer-Encoding", "chunked")
+        .open();
+    conn.write_chunk(&data[..30_000]).expect("chunk");
+    // Announce a chunk of 20000 bytes and send only half of it.
+    conn.write_all(format!("{:x}\r\n", 20_000).as_bytes())
+        .unwrap();
+    conn.write_all(&data[30_000..40_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    conn.abort();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut off = 0;
+    wait_until(Duration::from_secs(5), || {
+        let r = head(&url);
+        off = r.header_u64("Upload-Offset");
+        off >= 30_000
+    });
+    assert!(off <= 40_000, "offset {off} beyond what was sent");
+    println!("offset after the interrupted chunked PATCH: {off}");
+    patch_ok(&url, off, &data[off as usize..]);
+    assert_eq!(sha256_hex(&get_bytes(&url)), sha256_hex(&data));
+}
+
+/// Runs one concurrency scenario: a first PATCH is held open after sending
+/// `first_sent` of its bytes; a second PATCH of the same bytes is sent meanwhile.
+fn concurrent_patch_scenario(first_sent: usize) {
+    let s = TestServer::spawn();
+    let data = pattern(75, 64 * 1024);
+    let len = data.len();
+    let url = create(&s, len as u64);
+    let mut first = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Content-Length", &len.to_string())
+        .open();
+    first
+        .write_all(&data[..first_sent])
+        .expect("first PATCH, first half");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut second = patch_req(&url, 0, &data).open();
+    let _ = second.write_all(&data);
+    second.set_read_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let r2 = second.read_response().unwrap_or_else(|e| {
+        panic!(
+            "second PATCH got no answer within {:?} while the first was in flight: {e}",
+            started.elapsed()
+        )
+    });
+    assert_status(
+        &r2,
+        &[204, 409, 423],
+        "second PATCH while the first is in flight",
+    );
+    println!("second PATCH answered {}", r2.status);
+
+    // Finish (or try to finish) the first PATCH.
+    let _ = first.write_all(&data[first_sent..]);
+    let r1 = first.read_response();
+    // The first PATCH either kept the upload (204 at `len`) or was cut short when the
+    // second took over (then its answer, if any, reports what it committed).
+    if let Ok(r1) = &r1 {
+        if r1.status == 204 {
+            let o1 = r1.header_u64("Upload-Offset");
+            assert!(o1 <= len as u64, "first PATCH reports offset {o1} > {len}");
+        }
+    }
+    let off = head_offset(&url);
+    assert!(off <= len as u64, "offset {off} beyond Upload-Length {len}");
+    if off < len as u64 {
+        patch_ok(&url, off, &data[off as usize..]);
+    }
+    let got = get_bytes(&url);
+    assert_eq!(
+        got.len(),
+        len,
+        "stored length differs: bytes committed twice?"
+    );
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    if s.is_spawned() {
+        let file = s.upload_file(&upload_id(&url));
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(size, len as u64, "{} has the wrong size", file.display());
+    }
+}
+
+/// "If the offsets do not match, the Server MUST respond with the `409 Conflict`
+/// status without modifying the upload resource." tusk: while one PATCH is in
+/// flight (half its body sent), another PATCH on the same upload gets 409/423 (or
+/// takes over), and no byte range is ever committed twice.
+#[test]
+fn concurrent_patch_is_refused_or_takes_over_without_duplicates() {
+    concurrent_patch_scenario(32 * 1024);
+}
+
+/// The same while the first PATCH has sent its headers but no body byte yet (a
+/// connection held open without sending).
+#[test]
+fn concurrent_patch_against_idle_holder_never_duplicates() {
+    concurrent_patch_scenario(0);
+}
+
+fn big_mib() -> u64 {
+    std::env::var("TUSK_BIG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn verify_download(url: &str, len: u64, expected_sha: &str) {
+    let (r, count, sha) = get_sha256(url);
+    assert_status(&r, &[200], "GET of the big upload");
+    assert_eq!(count, len, "downloaded length");
+    assert_eq!(sha, expected_sha, "sha256 of the download");
+}
+
+/// "the Client MAY also use multiple small requests successively": a big upload in
+/// 8 MiB PATCHes (size from TUSK_BIG_MIB, default 1024 MiB) round-trips exactly.
+#[test]
+fn big_upload_in_8_mib_patches() {
+    let s = TestServer::spawn();
+    let len = big_mib() * 1024 * 1024;
+    let prng = Prng::new(0xB16);
+    let url = create(&s, len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 8 * 1024 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        prng.fill_at(off, &mut buf[..n]);
+        hasher.update(&buf[..n]);
+        patch_ok(&url, off, &buf[..n]);
+        off += n as u64;
+    }
+    let expected = hex(&hasher.finalize());
+    assert_eq!(head_offset(&url), len);
+    verify_download(&url, len, &expected);
+}
+
+/// "The Client SHOULD send all the remaining bytes of an upload in a single `PATCH`
+/// request": a big upload in one streamed PATCH round-trips exactly.
+#[test]
+fn big_upload_in_a_single_patch() {
+    let s = TestServer::spawn();
+    let len = big_mib() * 1024 * 1024;
+    let prng = Prng::new(0x0514_E61E);
+    let url = create(&s, len);
+    let mut conn = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Content-Length", &len.to_string())
+        .open();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        prng.fill_at(off, &mut buf[..n]);
+        hasher.update(&buf[..n]);
+        conn.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("streaming the body failed at offset {off}: {e}"));
+        off += n as u64;
+    }
+    // Allow the server time to make the last bytes durable.
+    conn.set_read_timeout(Duration::from_secs(120));
+    let r = conn.read_response().expect("response to the big PATCH");
+    assert_status(&r, &[204], "single big PATCH");
+    assert_eq!(r.header_u64("Upload-Offset"), len);
+    let expected = hex(&hasher.finalize());
+    verify_download(&url, len, &expected);
+}
+
+/// tusk: `[server] base_path` moves the creation endpoint; uploads live under it.
+#[test]
+fn custom_base_path_is_served() {
+    needs_spawned_server!();
+    let s = TestServer::spawn_with_config("[server]\nbase_path = \"/api/uploads/\"\n");
+    assert!(
+        path_of(s.endpoint()).starts_with("/api/uploads"),
+        "endpoint {} ignores base_path",
+        s.endpoint()
+    );
+    let url = create(&s, 2);
+    assert!(path_of(&url).starts_with("/api/uploads/"), "{url}");
+    patch_ok(&url, 0, b"ok");
+    assert_eq!(get_bytes(&url), b"ok");
+}
