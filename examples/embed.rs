@@ -21,7 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Your own routes first; everything else goes to tusk (which answers 404 for other paths).
     let hello = warp::path("hello").map(|| "hello from the host application\n");
-    let app = hello.map(warp::reply::Reply::into_response).or(routes::routes(state)).unify();
+    let app = hello
+        .map(warp::reply::Reply::into_response)
+        .or(routes::routes(state))
+        .unify();
 
     let address: SocketAddr = ([127, 0, 0, 1], 1081).into();
     println!("listening on http://{address}/ (uploads at /files/)");
