@@ -126,6 +126,8 @@ pub struct LimitSettings {
     pub max_append_size: ByteSize,
     /// Largest Upload-Metadata header accepted.
     pub max_metadata_size: ByteSize,
+    /// Memory all request buffers may take together; beyond it new PATCHes get 503.
+    pub max_buffer_memory: ByteSize,
 }
 
 impl Default for LimitSettings {
@@ -134,6 +136,7 @@ impl Default for LimitSettings {
             max_size: ByteSize(0),
             max_append_size: ByteSize(0),
             max_metadata_size: ByteSize(16 * 1024),
+            max_buffer_memory: ByteSize(256 << 20),
         }
     }
 }
@@ -167,6 +170,8 @@ pub struct TimeoutSettings {
     pub body_idle: HumanDuration,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: HumanDuration,
+    /// Cap on one PATCH's total duration (bytes received are kept); 0 = none.
+    pub request_max: HumanDuration,
 }
 
 impl Default for TimeoutSettings {
@@ -175,6 +180,7 @@ impl Default for TimeoutSettings {
             header_read: HumanDuration(Duration::from_secs(30)),
             body_idle: HumanDuration(Duration::from_secs(60)),
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
+            request_max: HumanDuration(Duration::ZERO),
         }
     }
 }
@@ -327,6 +333,12 @@ impl Settings {
         }
         if self.timeouts.body_idle.0.is_zero() || self.timeouts.header_read.0.is_zero() {
             return Err(invalid("timeouts", "timeouts must be greater than 0"));
+        }
+        if self.limits.max_buffer_memory.0 < 64 * 1024 {
+            return Err(invalid(
+                "limits.max_buffer_memory",
+                "must be at least 64KiB",
+            ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));

@@ -74,6 +74,12 @@ pub enum TusError {
     /// The client's body broke off; received bytes were kept unless a checksum was announced.
     #[error("request body interrupted: {0}")]
     BodyInterrupted(std::io::Error),
+    /// The request ran past `timeouts.request_max`; received bytes were kept.
+    #[error("the request ran longer than {0} seconds; received bytes were kept")]
+    RequestDeadline(u64),
+    /// Too many uploads are in flight; try again shortly.
+    #[error("server busy: too many uploads in flight, retry shortly")]
+    Overloaded,
     /// The data directory is full.
     #[error("insufficient storage")]
     InsufficientStorage,
@@ -118,9 +124,10 @@ impl TusError {
             TusError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             // Like tusd: clients (tus-js-client) retry only on 5xx, and the client that
             // stalled or broke off should retry from the committed offset.
-            TusError::BodyTimeout(_) | TusError::BodyInterrupted(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            TusError::BodyTimeout(_)
+            | TusError::BodyInterrupted(_)
+            | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TusError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             TusError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             TusError::Session(_) | TusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -145,6 +152,8 @@ impl TusError {
             TusError::RangeNotSatisfiable { .. } => "ERR_RANGE_NOT_SATISFIABLE",
             TusError::BodyTimeout(_) => "ERR_BODY_TIMEOUT",
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
+            TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
+            TusError::Overloaded => "ERR_SERVER_BUSY",
             TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",
@@ -179,7 +188,10 @@ impl TusError {
                     HeaderValue::from_static(crate::protocol::TUS_VERSION),
                 );
             }
-            TusError::Locked | TusError::BodyTimeout(_) => {
+            TusError::Locked
+            | TusError::BodyTimeout(_)
+            | TusError::RequestDeadline(_)
+            | TusError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -9,6 +9,7 @@ use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StoreError};
+use crate::transfer::budget::BufferBudget;
 use crate::upload::{unix_now, UploadId, UploadInfo};
 
 /// How long a request waits for an in-flight PATCH it asked to stop to commit and let go.
@@ -36,6 +37,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// One writer per upload.
     pub locks: UploadLocks,
+    /// The memory all request buffers may take together.
+    pub budget: BufferBudget,
 }
 
 impl AppState {
@@ -48,7 +51,9 @@ impl AppState {
         let data_dir = &settings.storage.data_dir;
         let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
+        let budget = BufferBudget::new(settings.limits.max_buffer_memory.0);
         let state = AppState {
+            budget,
             settings: Arc::new(settings),
             sessions: Arc::new(sessions),
             blobs: Arc::new(blobs),
@@ -109,6 +114,12 @@ impl AppState {
             .lock_with_takeover(id, TAKEOVER_WAIT)
             .await
             .map_err(|_| TusError::Locked)
+    }
+
+    /// Let a stalled PATCH on `id` (a half-open connection) commit and go, so a reader sees
+    /// every byte it received. A live PATCH is left alone.
+    pub async fn release_stalled(&self, id: &UploadId) {
+        self.locks.release_stalled(id, TAKEOVER_WAIT).await;
     }
 
     /// Store a new upload: bytes first, so a record never points at nothing.

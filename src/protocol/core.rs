@@ -4,6 +4,8 @@
 //! (offset mismatch), 410, 412, 413, 415, 423 (held by a request that would not let go), 460
 //! (checksum), 500 (body broke off or went idle: received bytes kept), 507.
 
+use std::time::Duration;
+
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -20,8 +22,11 @@ use crate::config::Durability;
 use crate::error::{Result, TusError};
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
+use crate::storage::BlobWriter;
 use crate::transfer::body::TrailerSlot;
-use crate::transfer::pipeline::{self, AppendEnd, AppendPlan, DEFAULT_BUFFER_SIZE};
+use crate::transfer::pipeline::{
+    self, AppendEnd, AppendPlan, CheckpointPolicy, DEFAULT_BUFFER_SIZE,
+};
 use crate::upload::{Concat, UploadId, UploadInfo};
 
 /// OPTIONS `{base}` or `{base}{id}`: what this server supports. No Tus-Resumable needed.
@@ -54,14 +59,17 @@ fn upload_limit(state: &AppState) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// HEAD `{base}{id}`: the committed offset, length and metadata. Lock-free, so it answers at
-/// once even while a PATCH is in flight.
+/// HEAD `{base}{id}`: the committed offset, length and metadata. It takes no lock, so it
+/// never waits for a live PATCH and never fails because one is running.
 pub async fn upload_offset(
     state: &AppState,
     id: UploadId,
     headers: &HeaderMap,
 ) -> Result<Response> {
     super::require_tus_resumable(headers)?;
+    // A client that HEADs while its old PATCH hangs on a dead connection wants that PATCH's
+    // bytes counted: let a stalled holder commit first (a live one is not disturbed).
+    state.release_stalled(&id).await;
     let info = concatenation::settle(state, state.load(&id).await?).await?;
     let mut response = super::empty(StatusCode::OK);
     response
@@ -135,36 +143,60 @@ pub async fn append_chunk(
     Ok(response)
 }
 
+/// How long an append waits for buffer memory before answering 503.
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
 /// Take a request body into `info`'s blob at its offset and commit what may be kept.
 ///
 /// Without a checksum every byte received is kept, even if the body broke off: the client
-/// resumes from the new offset. With a checksum (header or trailer) it is all or nothing.
-/// The bytes are synced before the new offset is stored, so the stored offset never exceeds
-/// what is durably written. On return, `info` is what was committed.
+/// resumes from the new offset. Long bodies are committed along the way (every
+/// [`CheckpointPolicy::DEFAULT`]), so a crash mid-PATCH loses little progress. With a checksum
+/// (header or trailer) it is all or nothing. Bytes are synced before the offset that covers
+/// them is stored, so the stored offset never exceeds what is durably written. On return,
+/// `info` is what was committed.
 pub async fn receive(
     state: &AppState,
     info: &mut UploadInfo,
     headers: &HeaderMap,
     trailers: TrailerSlot,
-    body: BodyStream,
+    mut body: BodyStream,
     checksum: Option<ChecksumRequest>,
     guard: &UploadGuard,
 ) -> Result<()> {
-    let max_bytes = room_for_body(state, info);
-    if super::content_length(headers).is_some_and(|declared| declared > max_bytes) {
+    if super::content_length(headers).is_some_and(|declared| declared > room_for_body(state, info))
+    {
         return Err(too_large(state, info));
     }
-    let start = info.offset;
+    let _memory = state
+        .budget
+        .reserve(DEFAULT_BUFFER_SIZE, BUDGET_WAIT)
+        .await
+        .ok_or(TusError::Overloaded)?;
+    let request_max = state.settings.timeouts.request_max.0;
+    let deadline = (!request_max.is_zero()).then(|| tokio::time::Instant::now() + request_max);
     let mut hasher = checksum.as_ref().and_then(ChecksumRequest::hasher);
     let mut writer = state.blobs.writer(&info.id).await?;
-    let plan = AppendPlan {
-        start,
-        max_bytes,
-        buffer_size: DEFAULT_BUFFER_SIZE,
-        idle_timeout: state.settings.timeouts.body_idle.0,
-        stop: guard.stop_requested(),
+    let heartbeat = guard.heartbeat().clone();
+    let on_frame = move || heartbeat.beat();
+
+    let (start, outcome) = loop {
+        let start = info.offset;
+        let plan = AppendPlan {
+            start,
+            max_bytes: room_for_body(state, info),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            idle_timeout: state.settings.timeouts.body_idle.0,
+            stop: guard.stop_requested(),
+            checkpoint: checksum.is_none().then_some(CheckpointPolicy::DEFAULT),
+            deadline,
+        };
+        let outcome =
+            pipeline::append(&mut body, writer.as_mut(), plan, hasher.as_mut(), &on_frame).await;
+        if !matches!(outcome.end, AppendEnd::Checkpoint) {
+            break (start, outcome);
+        }
+        commit(state, info, writer.as_mut(), start + outcome.written).await?;
     };
-    let outcome = pipeline::append(body, writer.as_mut(), plan, hasher.as_mut()).await;
 
     let verdict = match (&outcome.end, checksum) {
         (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
@@ -181,25 +213,38 @@ pub async fn receive(
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
     }
-    if outcome.written > 0 && state.settings.storage.durability == Durability::Fsync {
-        writer.sync().await?;
-    }
-    info.offset = start + outcome.written;
-    expiration::renew(state, info);
-    state.sessions.put(info).await?;
-    tracing::debug!(upload = %info.id, from = start, to = info.offset, "chunk committed");
+    commit(state, info, writer.as_mut(), start + outcome.written).await?;
 
     match outcome.end {
-        AppendEnd::Complete => Ok(()),
+        AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),
         AppendEnd::TooLarge => Err(too_large(state, info)),
         AppendEnd::Interrupted(err) => Err(TusError::BodyInterrupted(err)),
         AppendEnd::IdleTimeout => Err(TusError::BodyTimeout(
             state.settings.timeouts.body_idle.0.as_secs(),
         )),
+        AppendEnd::DeadlineReached => Err(TusError::RequestDeadline(request_max.as_secs())),
         // A newer request took the upload over; this (usually dead) client should re-sync.
         AppendEnd::Stopped => Err(TusError::Locked),
         AppendEnd::WriteFailed(err) => Err(err.into()),
     }
+}
+
+/// Make the bytes up to `offset` durable, then record `offset` (and renew the expiry).
+async fn commit(
+    state: &AppState,
+    info: &mut UploadInfo,
+    writer: &mut dyn BlobWriter,
+    offset: u64,
+) -> Result<()> {
+    if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
+        writer.sync().await?;
+    }
+    let from = info.offset;
+    info.offset = offset;
+    expiration::renew(state, info);
+    state.sessions.put(info).await?;
+    tracing::debug!(upload = %info.id, from, to = offset, "chunk committed");
+    Ok(())
 }
 
 /// How many bytes one body may still carry for this upload.

@@ -21,6 +21,8 @@ use crate::upload::{UploadId, UploadInfo};
 
 /// GET `{base}{id}`.
 pub async fn download(state: &AppState, id: UploadId, request: &HeaderMap) -> Result<Response> {
+    // As for HEAD: bytes held by a stalled PATCH are committed before we serve the prefix.
+    state.release_stalled(&id).await;
     let info = concatenation::settle(state, state.load(&id).await?).await?;
     let length = info.offset;
     let etag = info

@@ -5,10 +5,15 @@
 //! must not wait for a TCP timeout. So a holder carries a [`CancellationToken`]: a newer request
 //! cancels it, the holder commits the bytes it has and drops its guard, and the newer request
 //! proceeds (tusd's `requestUnlock` idea).
+//!
+//! Only a *stalled* holder is asked to stop: one whose body has delivered no byte for
+//! [`STALL_THRESHOLD`]. A PATCH that is still receiving is a live client, and a HEAD from a
+//! progress monitor must not cut it off; a newer request then waits for it (bounded) instead.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,24 +25,75 @@ use crate::upload::UploadId;
 #[error("upload is locked by another request")]
 pub struct Busy;
 
+/// A holder whose body delivered nothing for this long is presumed dead (a half-open
+/// connection) and is asked to stop when another request wants the upload.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(500);
+
+/// How often a waiting request re-checks whether a live holder has stalled meanwhile.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// When a holder last made progress, readable without the table lock.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn new(epoch: Instant) -> Heartbeat {
+        let beat = Heartbeat {
+            epoch,
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        beat.beat();
+        beat
+    }
+
+    /// Record progress now (the pipeline calls this for every body frame).
+    pub fn beat(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.epoch.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
 #[derive(Debug)]
 struct Holder {
     /// Tells this holder's guard from a later holder's when it drops.
     generation: u64,
     stop: CancellationToken,
+    heartbeat: Heartbeat,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     holders: HashMap<UploadId, Holder>,
     next_generation: u64,
+    epoch: Instant,
 }
 
 /// The lock table of one process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UploadLocks {
     table: Arc<Mutex<Table>>,
     released: Arc<Notify>,
+}
+
+impl Default for UploadLocks {
+    fn default() -> Self {
+        UploadLocks {
+            table: Arc::new(Mutex::new(Table {
+                holders: HashMap::new(),
+                next_generation: 0,
+                epoch: Instant::now(),
+            })),
+            released: Arc::new(Notify::new()),
+        }
+    }
 }
 
 impl UploadLocks {
@@ -64,11 +120,13 @@ impl UploadLocks {
         table.next_generation += 1;
         let generation = table.next_generation;
         let stop = CancellationToken::new();
+        let heartbeat = Heartbeat::new(table.epoch);
         table.holders.insert(
             id.clone(),
             Holder {
                 generation,
                 stop: stop.clone(),
+                heartbeat: heartbeat.clone(),
             },
         );
         Ok(UploadGuard {
@@ -76,14 +134,15 @@ impl UploadLocks {
             id: id.clone(),
             generation,
             stop,
+            heartbeat,
         })
     }
 
-    /// Take the lock, asking a current holder to stop and waiting up to `wait` for it to
-    /// commit and let go.
+    /// Take the lock within `wait`: a stalled holder is asked to stop (it commits and lets
+    /// go), a live one is waited for.
     ///
     /// # Errors
-    /// [`Busy`] when the holder did not let go within `wait`.
+    /// [`Busy`] when the lock could not be had within `wait`.
     pub async fn lock_with_takeover(
         &self,
         id: &UploadId,
@@ -97,15 +156,52 @@ impl UploadLocks {
             released.as_mut().enable();
             match self.try_lock(id) {
                 Ok(guard) => return Ok(guard),
-                Err(Busy) => self.request_stop(id),
+                Err(Busy) => {
+                    self.stop_if_stalled(id);
+                }
             }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
+            let recheck = (tokio::time::Instant::now() + RECHECK).min(deadline);
+            let _ = tokio::time::timeout_at(recheck, released).await;
+            if tokio::time::Instant::now() >= deadline {
                 return self.try_lock(id);
             }
         }
     }
 
-    /// Ask the current holder of `id`, if any, to stop.
+    /// Let a stalled holder of `id` commit and go, waiting up to `wait` for it; a live
+    /// holder is left alone. For readers (HEAD) that want a fresh offset but no lock.
+    pub async fn release_stalled(&self, id: &UploadId, wait: Duration) {
+        let released = self.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if self.stop_if_stalled(id) {
+            let deadline = tokio::time::Instant::now() + wait;
+            while self.is_locked(id) {
+                if tokio::time::timeout_at(deadline, released.as_mut())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                released.set(self.released.notified());
+                released.as_mut().enable();
+            }
+        }
+    }
+
+    /// Ask the holder of `id` to stop if it has been silent for [`STALL_THRESHOLD`];
+    /// returns whether it was asked.
+    fn stop_if_stalled(&self, id: &UploadId) -> bool {
+        match self.table().holders.get(id) {
+            Some(holder) if holder.heartbeat.silent_for() >= STALL_THRESHOLD => {
+                holder.stop.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ask the current holder of `id`, if any, to stop, stalled or not.
     pub fn request_stop(&self, id: &UploadId) {
         if let Some(holder) = self.table().holders.get(id) {
             holder.stop.cancel();
@@ -142,12 +238,18 @@ pub struct UploadGuard {
     id: UploadId,
     generation: u64,
     stop: CancellationToken,
+    heartbeat: Heartbeat,
 }
 
 impl UploadGuard {
     /// Cancelled when a newer request (or shutdown) asks this holder to stop.
     pub fn stop_requested(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Where the holder records progress, so it is not mistaken for a stalled one.
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 }
 
@@ -176,6 +278,8 @@ mod tests {
         let locks = UploadLocks::new();
         let id = UploadId::random();
         let holder = locks.try_lock(&id).unwrap();
+        // Let the holder go silent, as a half-open connection does.
+        std::thread::sleep(STALL_THRESHOLD);
         let stop = holder.stop_requested();
         let task = tokio::spawn(async move {
             stop.cancelled().await;
@@ -189,6 +293,30 @@ mod tests {
         task.await.unwrap();
         drop(guard);
         assert!(!locks.is_locked(&id));
+    }
+
+    #[tokio::test]
+    async fn a_live_holder_is_not_stopped_but_waited_for() {
+        let locks = UploadLocks::new();
+        let id = UploadId::random();
+        let holder = locks.try_lock(&id).unwrap();
+        let stop = holder.stop_requested();
+        let beating = holder.heartbeat().clone();
+        let task = tokio::spawn(async move {
+            // Keep receiving for a while, then finish on its own.
+            for _ in 0..8 {
+                beating.beat();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(holder);
+        });
+        let guard = locks
+            .lock_with_takeover(&id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!stop.is_cancelled(), "a live holder was cut off");
+        task.await.unwrap();
+        drop(guard);
     }
 
     #[tokio::test]

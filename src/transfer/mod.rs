@@ -14,4 +14,5 @@
 //! the client breaks off, goes idle, or a newer request asks it to stop.
 
 pub mod body;
+pub mod budget;
 pub mod pipeline;
