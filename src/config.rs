@@ -149,6 +149,8 @@ pub struct ExpirationSettings {
     pub expire_after: HumanDuration,
     /// How often the sweeper deletes expired uploads.
     pub sweep_interval: HumanDuration,
+    /// An upload cut off because a server address vanished lives at least this long more.
+    pub network_change_grace: HumanDuration,
 }
 
 impl Default for ExpirationSettings {
@@ -156,6 +158,7 @@ impl Default for ExpirationSettings {
         ExpirationSettings {
             expire_after: HumanDuration(Duration::from_secs(24 * 3600)),
             sweep_interval: HumanDuration(Duration::from_secs(60)),
+            network_change_grace: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -164,7 +167,8 @@ impl Default for ExpirationSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutSettings {
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers. hyper starts this clock when a connection
+    /// is ready for its next request, so it is also the keep-alive idle timeout.
     pub header_read: HumanDuration,
     /// A PATCH whose body sends no byte for this long ends, keeping what it received.
     pub body_idle: HumanDuration,

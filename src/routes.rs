@@ -20,11 +20,12 @@ use warp::Filter;
 
 use crate::error::TusError;
 use crate::protocol::{
-    core, creation, download, header_str, termination, BodyStream, METHOD_OVERRIDE, TUS_RESUMABLE,
-    TUS_VERSION,
+    core, creation, download, header_str, termination, BodyStream, RequestParts, METHOD_OVERRIDE,
+    TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
+use crate::transfer::ConnInfo;
 use crate::upload::UploadId;
 
 /// Methods browsers may use cross-origin.
@@ -73,6 +74,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<TrailerSlot>())
+        .and(warp::ext::optional::<ConnInfo>())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || state.clone()))
         .then(
@@ -80,13 +82,18 @@ pub fn routes(
              path: FullPath,
              headers: HeaderMap,
              trailers: Option<TrailerSlot>,
+             conn: Option<ConnInfo>,
              body: BodyStream,
              state: AppState| async move {
-                let trailers = trailers.unwrap_or_default();
-                let response = dispatch(&state, method, path.as_str(), &headers, trailers, body)
+                let request = RequestParts {
+                    headers,
+                    trailers: trailers.unwrap_or_default(),
+                    conn,
+                };
+                let response = dispatch(&state, method, path.as_str(), &request, body)
                     .await
                     .unwrap_or_else(TusError::into_response);
-                decorate(&state, &headers, response)
+                decorate(&state, &request.headers, response)
             },
         )
 }
@@ -116,10 +123,10 @@ async fn dispatch(
     state: &AppState,
     method: Method,
     path: &str,
-    headers: &HeaderMap,
-    trailers: TrailerSlot,
+    request: &RequestParts,
     body: BodyStream,
 ) -> Result<Response, TusError> {
+    let headers = &request.headers;
     let method = effective_method(method, headers);
     let resource = Resource::of(&state.settings.server.base_path, path);
     match resource {
@@ -128,7 +135,7 @@ async fn dispatch(
             Ok(core::server_info(state))
         }
         Resource::Endpoint if method == Method::POST => {
-            creation::create_upload(state, headers, trailers, body).await
+            creation::create_upload(state, request, body).await
         }
         Resource::Endpoint => Err(TusError::MethodNotAllowed),
         // Before the id is looked at: an OPTIONS or a bad id both say nothing about uploads.
@@ -136,7 +143,7 @@ async fn dispatch(
         Resource::NoSuchUpload => Err(TusError::NotFound),
         Resource::Upload(id) => match method {
             Method::HEAD => core::upload_offset(state, id, headers).await,
-            Method::PATCH => core::append_chunk(state, id, headers, trailers, body).await,
+            Method::PATCH => core::append_chunk(state, id, request, body).await,
             Method::DELETE => termination::terminate_upload(state, id, headers).await,
             Method::GET => download::download(state, id, headers).await,
             _ => Err(TusError::MethodNotAllowed),

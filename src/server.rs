@@ -21,6 +21,7 @@ use crate::routes::routes;
 use crate::session::expiry;
 use crate::state::AppState;
 use crate::transfer::body::{TrailerCapture, TrailerSlot};
+use crate::transfer::ConnInfo;
 
 /// Largest request head (start line and headers) accepted; also bounds trailers. Metadata is
 /// limited separately and far lower.
@@ -47,6 +48,7 @@ pub async fn run(
         state.settings.expiration.sweep_interval.0,
         stop_background.clone(),
     );
+    let monitor = state.interfaces.spawn(stop_background.clone());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -69,11 +71,18 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
+        let conn = stream
+            .local_addr()
+            .ok()
+            .map(|local| ConnInfo { remote, local });
         let service = service.clone();
         let per_request = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let slot = TrailerSlot::default();
             let (mut parts, body) = request.into_parts();
             parts.extensions.insert(slot.clone());
+            if let Some(conn) = conn {
+                parts.extensions.insert(conn);
+            }
             let request = http::Request::from_parts(parts, TrailerCapture::new(body, slot));
             let mut service = service.clone();
             service.call(request)
@@ -99,6 +108,7 @@ pub async fn run(
         tracing::warn!(?grace, "some connections did not finish in time");
     }
     let _ = sweeper.await;
+    let _ = monitor.await;
     state
         .sessions
         .flush()

@@ -10,6 +10,9 @@ use crate::session::{SessionError, SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
 use crate::storage::{BlobStore, StoreError};
 use crate::transfer::budget::BufferBudget;
+use crate::transfer::buffer_pool::BufferPool;
+use crate::transfer::monitor::InterfaceMonitor;
+use crate::transfer::profile::ClientProfiles;
 use crate::upload::{unix_now, UploadId, UploadInfo};
 
 /// How long a request waits for an in-flight PATCH it asked to stop to commit and let go.
@@ -37,8 +40,12 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// One writer per upload.
     pub locks: UploadLocks,
-    /// The memory all request buffers may take together.
-    pub budget: BufferBudget,
+    /// Request buffers, under the global memory budget.
+    pub pool: BufferPool,
+    /// Per-client throughput and interruption history.
+    pub profiles: ClientProfiles,
+    /// Local interfaces and the PATCHes bound to their addresses.
+    pub interfaces: InterfaceMonitor,
 }
 
 impl AppState {
@@ -51,9 +58,11 @@ impl AppState {
         let data_dir = &settings.storage.data_dir;
         let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
-        let budget = BufferBudget::new(settings.limits.max_buffer_memory.0);
+        let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
         let state = AppState {
-            budget,
+            pool,
+            profiles: ClientProfiles::default(),
+            interfaces: InterfaceMonitor::new(),
             settings: Arc::new(settings),
             sessions: Arc::new(sessions),
             blobs: Arc::new(blobs),

@@ -12,10 +12,10 @@ use warp::reply::Response;
 
 use super::checksum::{self, ChecksumRequest};
 use super::{
-    concatenation, creation, expiration, header_str, headers, set_header, BodyStream, EXTENSIONS,
-    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_VERSION, TUS_VERSION_HEADER,
-    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_LIMIT, UPLOAD_METADATA,
-    UPLOAD_OFFSET,
+    concatenation, creation, expiration, header_str, headers, set_header, BodyStream, RequestParts,
+    EXTENSIONS, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_VERSION,
+    TUS_VERSION_HEADER, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_LIMIT,
+    UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use crate::checksum::Algorithm;
 use crate::config::Durability;
@@ -23,10 +23,9 @@ use crate::error::{Result, TusError};
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
-use crate::transfer::body::TrailerSlot;
-use crate::transfer::pipeline::{
-    self, AppendEnd, AppendPlan, CheckpointPolicy, DEFAULT_BUFFER_SIZE,
-};
+use crate::transfer::pipeline::{self, AdaptiveBuffer, AppendEnd, AppendPlan, CheckpointPolicy};
+use crate::transfer::policy::{self, InterfaceKind};
+use crate::transfer::profile::{ClientKey, PatchReport};
 use crate::upload::{Concat, UploadId, UploadInfo};
 
 /// OPTIONS `{base}` or `{base}{id}`: what this server supports. No Tus-Resumable needed.
@@ -105,10 +104,10 @@ pub fn describe_upload(state: &AppState, info: &UploadInfo, response: &mut Respo
 pub async fn append_chunk(
     state: &AppState,
     id: UploadId,
-    headers: &HeaderMap,
-    trailers: TrailerSlot,
+    request: &RequestParts,
     body: BodyStream,
 ) -> Result<Response> {
+    let headers = &request.headers;
     super::require_tus_resumable(headers)?;
     if !super::has_offset_content_type(headers) {
         return Err(TusError::UnsupportedMediaType);
@@ -135,7 +134,7 @@ pub async fn append_chunk(
     if let Some(length) = declared_length {
         creation::declare_length(state, &mut info, length)?;
     }
-    receive(state, &mut info, headers, trailers, body, checksum, &guard).await?;
+    receive(state, &mut info, request, body, checksum, &guard).await?;
 
     let mut response = super::empty(StatusCode::NO_CONTENT);
     set_header(&mut response, UPLOAD_OFFSET, info.offset);
@@ -157,51 +156,88 @@ const BUDGET_WAIT: Duration = Duration::from_secs(2);
 pub async fn receive(
     state: &AppState,
     info: &mut UploadInfo,
-    headers: &HeaderMap,
-    trailers: TrailerSlot,
+    request: &RequestParts,
     mut body: BodyStream,
     checksum: Option<ChecksumRequest>,
     guard: &UploadGuard,
 ) -> Result<()> {
-    if super::content_length(headers).is_some_and(|declared| declared > room_for_body(state, info))
+    if super::content_length(&request.headers)
+        .is_some_and(|declared| declared > room_for_body(state, info))
     {
         return Err(too_large(state, info));
     }
-    let _memory = state
-        .budget
-        .reserve(DEFAULT_BUFFER_SIZE, BUDGET_WAIT)
+    let client = request.conn.map(|c| ClientKey::Address(c.remote.ip()));
+    let interface = request.conn.map_or(InterfaceKind::Unknown, |c| {
+        state.interfaces.kind_of(c.local.ip())
+    });
+    let class = policy::initial_class(
+        interface,
+        client.as_ref().and_then(|c| state.profiles.throughput(c)),
+    );
+    let mut buffer = AdaptiveBuffer::acquire(&state.pool, class, BUDGET_WAIT)
         .await
         .ok_or(TusError::Overloaded)?;
+    // Stopped by a newer request (the lock) or by the interface monitor (address gone).
+    let stop = guard.stop_requested().child_token();
+    let binding = request
+        .conn
+        .map(|c| state.interfaces.bind(c.local.ip(), stop.clone()));
     let request_max = state.settings.timeouts.request_max.0;
     let deadline = (!request_max.is_zero()).then(|| tokio::time::Instant::now() + request_max);
     let mut hasher = checksum.as_ref().and_then(ChecksumRequest::hasher);
     let mut writer = state.blobs.writer(&info.id).await?;
     let heartbeat = guard.heartbeat().clone();
     let on_frame = move || heartbeat.beat();
+    let first = info.offset;
 
     let (start, outcome) = loop {
         let start = info.offset;
         let plan = AppendPlan {
             start,
             max_bytes: room_for_body(state, info),
-            buffer_size: DEFAULT_BUFFER_SIZE,
             idle_timeout: state.settings.timeouts.body_idle.0,
-            stop: guard.stop_requested(),
+            stop: stop.clone(),
             checkpoint: checksum.is_none().then_some(CheckpointPolicy::DEFAULT),
             deadline,
         };
-        let outcome =
-            pipeline::append(&mut body, writer.as_mut(), plan, hasher.as_mut(), &on_frame).await;
+        let outcome = pipeline::append(
+            &mut body,
+            writer.as_mut(),
+            plan,
+            &mut buffer,
+            hasher.as_mut(),
+            &on_frame,
+        )
+        .await;
         if !matches!(outcome.end, AppendEnd::Checkpoint) {
             break (start, outcome);
         }
         commit(state, info, writer.as_mut(), start + outcome.written).await?;
     };
+    if let Some(client) = &client {
+        state.profiles.record(
+            client,
+            PatchReport {
+                bytes: start + outcome.written - first,
+                rate: buffer.adapter().mean_rate(),
+                interrupted: !matches!(outcome.end, AppendEnd::Complete | AppendEnd::TooLarge),
+            },
+        );
+    }
+    drop(buffer);
 
     let verdict = match (&outcome.end, checksum) {
         (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
-        (AppendEnd::Complete, Some(request)) => {
-            checksum::verify(state, info, outcome.written, request, hasher, &trailers).await
+        (AppendEnd::Complete, Some(wanted)) => {
+            checksum::verify(
+                state,
+                info,
+                outcome.written,
+                wanted,
+                hasher,
+                &request.trailers,
+            )
+            .await
         }
         // A checksum covers the whole body; a body that did not end cannot match it.
         (_, Some(_)) => Err(TusError::BadRequest(
@@ -214,6 +250,11 @@ pub async fn receive(
         return Err(refused);
     }
     commit(state, info, writer.as_mut(), start + outcome.written).await?;
+    if binding.as_ref().is_some_and(|b| b.address_vanished()) {
+        // The server lost the address this client used; give it time to come back another way.
+        expiration::grant_grace(state, info);
+        state.sessions.put(info).await?;
+    }
 
     match outcome.end {
         AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),

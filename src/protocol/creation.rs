@@ -10,21 +10,21 @@ use warp::reply::Response;
 
 use super::{
     checksum, concatenation, core, expiration, header_str, headers, set_header, BodyStream,
-    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    RequestParts, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
 };
 use crate::error::{Result, TusError};
 use crate::protocol::headers::{ConcatRequest, Metadata};
 use crate::state::AppState;
-use crate::transfer::body::TrailerSlot;
 use crate::upload::{unix_now, Concat, UploadId, UploadInfo};
 
 /// POST `{base}`: create an upload (or, with `Upload-Concat: final;...`, a final upload).
 pub async fn create_upload(
     state: &AppState,
-    headers: &HeaderMap,
-    trailers: TrailerSlot,
+    request: &RequestParts,
     body: BodyStream,
 ) -> Result<Response> {
+    let headers = &request.headers;
     super::require_tus_resumable(headers)?;
     let concat = header_str(headers, &UPLOAD_CONCAT)
         .map(headers::parse_concat)
@@ -59,7 +59,7 @@ pub async fn create_upload(
     if with_body {
         // §Creation With Upload: the body is a first PATCH at offset 0.
         let guard = state.lock_for_write(&info.id).await?;
-        result = core::receive(state, &mut info, headers, trailers, body, checksum, &guard).await;
+        result = core::receive(state, &mut info, request, body, checksum, &guard).await;
     }
     let mut response = match result {
         Ok(()) => super::empty(StatusCode::CREATED),

@@ -28,3 +28,12 @@ pub fn describe(info: &UploadInfo, response: &mut Response) {
         set_header(response, UPLOAD_EXPIRES, headers::http_date(at));
     }
 }
+
+/// Push the expiry of an upload whose connection was lost with a server address out to at
+/// least `expiration.network_change_grace` from now.
+pub fn grant_grace(state: &AppState, info: &mut UploadInfo) {
+    if let Some(at) = info.expires_at {
+        let grace = state.settings.expiration.network_change_grace.0.as_secs();
+        info.expires_at = Some(at.max(unix_now() + grace));
+    }
+}

@@ -32,6 +32,8 @@ use warp::reply::Response;
 
 use crate::error::{Result, TusError};
 use crate::state::AppState;
+use crate::transfer::body::TrailerSlot;
+use crate::transfer::ConnInfo;
 use crate::upload::UploadId;
 
 pub use headers::TUS_VERSION;
@@ -74,6 +76,17 @@ checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 
 /// A request body as the transfer layer consumes it.
 pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a handler may need of a request besides its body.
+#[derive(Debug, Clone)]
+pub struct RequestParts {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Trailers, filled once the body has ended (checksum-trailer).
+    pub trailers: TrailerSlot,
+    /// The connection it arrived on (absent when served outside [`crate::server`]).
+    pub conn: Option<ConnInfo>,
+}
 
 /// Refuse requests without `Tus-Resumable: 1.0.0` (§Core "Tus-Resumable": 412).
 pub fn require_tus_resumable(headers: &HeaderMap) -> Result<()> {

@@ -5,15 +5,62 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::buffer_pool::{BufferPool, PooledBuffer, SizeClass};
+use super::policy::Adapter;
 use crate::checksum::Hasher;
 use crate::storage::{BlobWriter, StoreError};
 
-/// Bytes gathered before one write call.
-pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
+/// A request's pooled buffer and the adapter that re-sizes it as the body's rate is measured.
+#[derive(Debug)]
+pub struct AdaptiveBuffer {
+    pool: BufferPool,
+    buffer: PooledBuffer,
+    adapter: Adapter,
+    /// When the previous write ended: rates are measured from write to write, so they cover
+    /// both receiving and writing.
+    last_write: Instant,
+}
+
+impl AdaptiveBuffer {
+    /// Take a buffer of `class` from `pool`, waiting up to `wait` for budget.
+    pub async fn acquire(pool: &BufferPool, class: SizeClass, wait: Duration) -> Option<Self> {
+        let buffer = pool.acquire(class, wait).await?;
+        Some(AdaptiveBuffer {
+            pool: pool.clone(),
+            adapter: Adapter::new(buffer.class()),
+            buffer,
+            last_write: Instant::now(),
+        })
+    }
+
+    /// The measurements so far.
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    /// Current buffer size.
+    pub fn size(&self) -> usize {
+        self.buffer.size()
+    }
+
+    /// After a write of `bytes`: re-size if the policy says so and the budget allows (growing
+    /// never waits; shrinking always works).
+    async fn after_write(&mut self, bytes: u64) {
+        let now = Instant::now();
+        let elapsed = now - self.last_write;
+        self.last_write = now;
+        if let Some(class) = self.adapter.observe(bytes, elapsed) {
+            if let Some(resized) = self.pool.try_acquire(class).await {
+                // The old buffer is empty here (it was just written), so nothing is lost.
+                self.buffer = resized;
+            }
+        }
+    }
+}
 
 /// What one append should do.
 #[derive(Debug)]
@@ -22,8 +69,6 @@ pub struct AppendPlan {
     pub start: u64,
     /// Most bytes the body may carry; one more and the append ends with [`AppendEnd::TooLarge`].
     pub max_bytes: u64,
-    /// Size of the gathering buffer.
-    pub buffer_size: usize,
     /// A body that sends nothing for this long ends with [`AppendEnd::IdleTimeout`].
     pub idle_timeout: Duration,
     /// Cancelled when a newer request (or shutdown) wants this upload.
@@ -94,13 +139,13 @@ pub async fn append<S>(
     body: &mut S,
     writer: &mut dyn BlobWriter,
     plan: AppendPlan,
+    buffer: &mut AdaptiveBuffer,
     mut hasher: Option<&mut Hasher>,
     on_frame: &(dyn Fn() + Send + Sync),
 ) -> AppendOutcome
 where
     S: Stream<Item = io::Result<Bytes>> + Unpin + ?Sized,
 {
-    let mut buffer = BytesMut::with_capacity(plan.buffer_size);
     let mut received: u64 = 0;
     let mut written: u64 = 0;
     let started = Instant::now();
@@ -137,17 +182,15 @@ where
         }
         let mut frame = &frame[..];
         while !frame.is_empty() {
-            let room = plan.buffer_size - buffer.len();
-            let take = room.min(frame.len());
-            buffer.extend_from_slice(&frame[..take]);
+            let size = buffer.size();
+            let gathered = buffer.buffer.bytes();
+            let take = (size - gathered.len().min(size)).min(frame.len());
+            gathered.extend_from_slice(&frame[..take]);
             frame = &frame[take..];
-            if buffer.len() == plan.buffer_size {
+            if gathered.len() >= size {
                 match flush(writer, buffer, plan.start + written).await {
-                    (buf, Ok(n)) => {
-                        buffer = buf;
-                        written += n;
-                    }
-                    (_, Err(err)) => {
+                    Ok(n) => written += n,
+                    Err(err) => {
                         return AppendOutcome {
                             written,
                             end: AppendEnd::WriteFailed(err),
@@ -159,10 +202,10 @@ where
     };
 
     // Whatever ended the body, the bytes already received are written so they can be kept.
-    if !buffer.is_empty() {
+    if !buffer.buffer.bytes().is_empty() {
         match flush(writer, buffer, plan.start + written).await {
-            (_, Ok(n)) => written += n,
-            (_, Err(err)) => {
+            Ok(n) => written += n,
+            Err(err) => {
                 return AppendOutcome {
                     written,
                     end: AppendEnd::WriteFailed(err),
@@ -173,6 +216,21 @@ where
     AppendOutcome { written, end }
 }
 
+/// Write the gathered bytes at `offset`, then let the buffer adapt; returns the count written.
+async fn flush(
+    writer: &mut dyn BlobWriter,
+    buffer: &mut AdaptiveBuffer,
+    offset: u64,
+) -> Result<u64, StoreError> {
+    let bytes = buffer.buffer.lend();
+    let len = bytes.len() as u64;
+    let (bytes, result) = writer.write_at(bytes, offset).await;
+    buffer.buffer.restore(bytes);
+    result?;
+    buffer.after_write(len).await;
+    Ok(len)
+}
+
 /// Resolves at the deadline, or never.
 async fn sleep_until_deadline(deadline: Option<Instant>) {
     match deadline {
@@ -181,30 +239,19 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
     }
 }
 
-/// Write the whole buffer at `offset`; hand back the emptied buffer and the count written.
-async fn flush(
-    writer: &mut dyn BlobWriter,
-    buffer: BytesMut,
-    offset: u64,
-) -> (BytesMut, Result<u64, StoreError>) {
-    let len = buffer.len() as u64;
-    let (mut buffer, result) = writer.write_at(buffer, offset).await;
-    buffer.clear();
-    (buffer, result.map(|()| len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::fs::FsBlobStore;
     use crate::storage::BlobStore;
+    use crate::transfer::budget::BufferBudget;
     use crate::upload::UploadId;
+    use bytes::BytesMut;
 
-    fn plan(start: u64, max_bytes: u64, buffer_size: usize) -> AppendPlan {
+    fn plan(start: u64, max_bytes: u64) -> AppendPlan {
         AppendPlan {
             start,
             max_bytes,
-            buffer_size,
             idle_timeout: Duration::from_secs(5),
             stop: CancellationToken::new(),
             checkpoint: None,
@@ -213,6 +260,14 @@ mod tests {
     }
 
     fn no_heartbeat() {}
+
+    /// The smallest pooled buffer (16 KiB), so frames straddle buffer boundaries.
+    async fn small_buffer() -> AdaptiveBuffer {
+        let pool = BufferPool::new(BufferBudget::new(16 << 20));
+        AdaptiveBuffer::acquire(&pool, 0, Duration::ZERO)
+            .await
+            .unwrap()
+    }
 
     async fn store_with_upload() -> (tempfile::TempDir, FsBlobStore, UploadId) {
         let dir = tempfile::tempdir().unwrap();
@@ -235,7 +290,7 @@ mod tests {
             .await
             .1
             .unwrap();
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let frames: Vec<io::Result<Bytes>> = data
             .chunks(777)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -243,13 +298,14 @@ mod tests {
         let outcome = append(
             &mut futures_util::stream::iter(frames),
             writer.as_mut(),
-            plan(2, 10_000, 1000),
+            plan(2, 100_000),
+            &mut small_buffer().await,
             None,
             &no_heartbeat,
         )
         .await;
         assert!(matches!(outcome.end, AppendEnd::Complete));
-        assert_eq!(outcome.written, 10_000);
+        assert_eq!(outcome.written, 100_000);
         let stored = contents(&store, &id).await;
         assert_eq!(&stored[..2], b"ab");
         assert_eq!(&stored[2..], &data[..]);
@@ -267,7 +323,8 @@ mod tests {
         let outcome = append(
             &mut futures_util::stream::iter(frames),
             writer.as_mut(),
-            plan(0, 100, 4),
+            plan(0, 100),
+            &mut small_buffer().await,
             None,
             &no_heartbeat,
         )
@@ -285,7 +342,8 @@ mod tests {
         let outcome = append(
             &mut futures_util::stream::iter(frames),
             writer.as_mut(),
-            plan(0, 9, 4),
+            plan(0, 9),
+            &mut small_buffer().await,
             None,
             &no_heartbeat,
         )
@@ -297,12 +355,23 @@ mod tests {
     async fn a_stop_request_ends_the_append_with_its_bytes_written() {
         let (_dir, store, id) = store_with_upload().await;
         let mut writer = store.writer(&id).await.unwrap();
-        let p = plan(0, 100, 64);
+        let p = plan(0, 100);
         let stop = p.stop.clone();
         // One frame, then a body that never ends (a half-open connection).
         let mut body = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"kept"))])
             .chain(futures_util::stream::pending());
-        let task = async { append(&mut body, writer.as_mut(), p, None, &no_heartbeat).await };
+        let mut buffer = small_buffer().await;
+        let task = async {
+            append(
+                &mut body,
+                writer.as_mut(),
+                p,
+                &mut buffer,
+                None,
+                &no_heartbeat,
+            )
+            .await
+        };
         let canceller = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             stop.cancel();
@@ -315,31 +384,42 @@ mod tests {
 
     #[tokio::test]
     async fn checkpoints_hand_back_control_and_the_body_continues() {
+        const FRAME: usize = 16 << 10;
         let (_dir, store, id) = store_with_upload().await;
         let mut writer = store.writer(&id).await.unwrap();
         let frames: Vec<io::Result<Bytes>> =
-            (0..10u8).map(|i| Ok(Bytes::from(vec![i; 100]))).collect();
+            (0..10u8).map(|i| Ok(Bytes::from(vec![i; FRAME]))).collect();
+        let total = (10 * FRAME) as u64;
         let mut body = futures_util::stream::iter(frames);
+        let mut buffer = small_buffer().await;
         let mut start = 0;
         let mut rounds = 0;
         loop {
-            let mut p = plan(start, 1000 - start, 100);
+            let mut p = plan(start, total - start);
             p.checkpoint = Some(CheckpointPolicy {
-                bytes: 300,
+                bytes: 3 * FRAME as u64,
                 interval: Duration::from_secs(60),
             });
-            let outcome = append(&mut body, writer.as_mut(), p, None, &no_heartbeat).await;
+            let outcome = append(
+                &mut body,
+                writer.as_mut(),
+                p,
+                &mut buffer,
+                None,
+                &no_heartbeat,
+            )
+            .await;
             start += outcome.written;
             rounds += 1;
             match outcome.end {
-                AppendEnd::Checkpoint => assert_eq!(outcome.written, 300),
+                AppendEnd::Checkpoint => assert_eq!(outcome.written, 3 * FRAME as u64),
                 AppendEnd::Complete => break,
                 other => panic!("unexpected end {other:?}"),
             }
         }
-        assert_eq!(start, 1000);
+        assert_eq!(start, total);
         assert_eq!(rounds, 4);
-        let expected: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 100]).collect();
+        let expected: Vec<u8> = (0..10u8).flat_map(|i| vec![i; FRAME]).collect();
         assert_eq!(contents(&store, &id).await, expected);
     }
 }
