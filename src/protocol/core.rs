@@ -177,8 +177,9 @@ pub async fn receive(
     let mut buffer = AdaptiveBuffer::acquire(&state.pool, class, BUDGET_WAIT)
         .await
         .ok_or(TusError::Overloaded)?;
-    // Stopped by a newer request (the lock) or by the interface monitor (address gone).
-    let stop = guard.stop_requested().child_token();
+    // Stopped by a newer request (the lock) or by the interface monitor (address gone); one
+    // token for both, so the lock table knows a stopping holder is about to commit.
+    let stop = guard.stop_requested();
     let binding = request
         .conn
         .map(|c| state.interfaces.bind(c.local.ip(), stop.clone()));

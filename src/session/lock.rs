@@ -168,8 +168,9 @@ impl UploadLocks {
         }
     }
 
-    /// Let a stalled holder of `id` commit and go, waiting up to `wait` for it; a live
-    /// holder is left alone. For readers (HEAD) that want a fresh offset but no lock.
+    /// Let a stalled (or already stopping) holder of `id` commit and go, waiting up to `wait`
+    /// for it; a live holder is left alone. For readers (HEAD) that want a fresh offset but
+    /// no lock.
     pub async fn release_stalled(&self, id: &UploadId, wait: Duration) {
         let released = self.released.notified();
         tokio::pin!(released);
@@ -189,10 +190,11 @@ impl UploadLocks {
         }
     }
 
-    /// Ask the holder of `id` to stop if it has been silent for [`STALL_THRESHOLD`];
-    /// returns whether it was asked.
+    /// Ask the holder of `id` to stop if it has been silent for [`STALL_THRESHOLD`]; returns
+    /// whether it is stopping (asked now, or already by someone else: it is committing).
     fn stop_if_stalled(&self, id: &UploadId) -> bool {
         match self.table().holders.get(id) {
+            Some(holder) if holder.stop.is_cancelled() => true,
             Some(holder) if holder.heartbeat.silent_for() >= STALL_THRESHOLD => {
                 holder.stop.cancel();
                 true
