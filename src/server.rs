@@ -7,13 +7,16 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
@@ -22,6 +25,9 @@ use crate::session::expiry;
 use crate::state::AppState;
 use crate::transfer::body::{TrailerCapture, TrailerSlot};
 use crate::transfer::ConnInfo;
+
+/// How long a connection we close keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Largest request head (start line and headers) accepted; also bounds trailers. Metadata is
 /// limited separately and far lower.
@@ -87,6 +93,9 @@ pub async fn run(
             let mut service = service.clone();
             service.call(request)
         });
+        let stream = LingeringStream {
+            inner: Some(stream),
+        };
         let connection = builder.serve_connection(TokioIo::new(stream), per_request);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -114,4 +123,100 @@ pub async fn run(
         .flush()
         .await
         .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// A TCP stream that, when the server closes it, first stops sending (FIN) and then reads and
+/// discards for up to [`LINGER`] before letting go.
+///
+/// Without this, refusing a PATCH early (409, 413, 415...) and closing while the client is
+/// still sending the body makes the kernel answer with a reset, and the client reports
+/// "broken pipe" instead of our status (nginx's lingering close, Go's reset-avoidance delay).
+struct LingeringStream {
+    inner: Option<TcpStream>,
+}
+
+impl LingeringStream {
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for LingeringStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_read(cx, buf),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+}
+
+impl AsyncWrite for LingeringStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write(cx, buf),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_flush(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_shutdown(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+}
+
+impl Drop for LingeringStream {
+    fn drop(&mut self) {
+        let Some(stream) = self.inner.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(stream));
+        }
+    }
+}
+
+/// Send FIN, then drain the client's leftovers until it closes or [`LINGER`] passes.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+        if read == 0 {
+            break;
+        }
+    }
 }

@@ -215,6 +215,9 @@ pub async fn receive(
         }
         commit(state, info, writer.as_mut(), start + outcome.written).await?;
     };
+    // The body is over, whatever ended it. Marking the holder as stopping makes a HEAD that
+    // arrives during the commit below (a client re-syncing right after a cut) wait for it.
+    stop.cancel();
     if let Some(client) = &client {
         state.profiles.record(
             client,

@@ -358,3 +358,35 @@ fn custom_base_path_is_served() {
     patch_ok(&url, 0, b"ok");
     assert_eq!(get_bytes(&url), b"ok");
 }
+
+/// §Core: "If the offsets do not match, the Server MUST respond with the 409 Conflict status
+/// without modifying the upload resource." A client like Node's `http` reports a broken pipe
+/// instead of the status when the server closes while it is still sending; tusk keeps reading
+/// (lingers) after refusing early, so the whole body goes out and the status is read.
+#[test]
+fn early_refusal_of_a_large_body_reaches_the_client() {
+    let s = TestServer::spawn();
+    let size = 16 << 20;
+    let url = create(&s, size as u64);
+    patch_ok(&url, 0, &pattern(5, 1024));
+    for (offset, len, status) in [(0u64, size, 409u16), (1024, size, 413)] {
+        let body = pattern(6, len);
+        let mut conn = tus("PATCH", &url)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", &offset.to_string())
+            .header("Content-Length", &len.to_string())
+            .open();
+        let written = conn.write_all(&body);
+        assert!(
+            written.is_ok(),
+            "the server reset the connection while the client was sending: {written:?}"
+        );
+        let r = conn.read_response().expect("reading the early answer");
+        assert_status(
+            &r,
+            &[status],
+            &format!("PATCH at {offset} with {len} bytes"),
+        );
+    }
+    assert_eq!(head_offset(&url), 1024);
+}
