@@ -54,6 +54,8 @@ pub struct Settings {
     pub expiration: ExpirationSettings,
     /// Timeouts fit for mobile networks.
     pub timeouts: TimeoutSettings,
+    /// The PATCH data path.
+    pub transfer: TransferSettings,
     /// Cross-origin access for browser clients.
     pub cors: CorsSettings,
     /// Logging.
@@ -186,6 +188,55 @@ impl Default for TimeoutSettings {
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
             request_max: HumanDuration(Duration::ZERO),
         }
+    }
+}
+
+/// `[transfer]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferSettings {
+    /// `"adaptive"` (sized per client and interface, re-sized as the rate is measured) or a
+    /// fixed size such as `"32KiB"` (rounded up to a pool class, 16KiB..1MiB).
+    pub buffer: BufferSetting,
+}
+
+impl Default for TransferSettings {
+    fn default() -> Self {
+        TransferSettings {
+            buffer: BufferSetting::Adaptive,
+        }
+    }
+}
+
+/// How PATCH buffers are sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferSetting {
+    /// Per client and interface, adapting to the measured rate.
+    Adaptive,
+    /// Always this size.
+    Fixed(ByteSize),
+}
+
+impl Serialize for BufferSetting {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BufferSetting::Adaptive => serializer.serialize_str("adaptive"),
+            BufferSetting::Fixed(size) => size.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BufferSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected \"adaptive\" or a size like \"32KiB\"")
+        })?;
+        if text.trim().eq_ignore_ascii_case("adaptive") {
+            return Ok(BufferSetting::Adaptive);
+        }
+        ByteSize::parse(&text)
+            .map(BufferSetting::Fixed)
+            .map_err(|e| serde::de::Error::custom(format!("expected \"adaptive\" or a size: {e}")))
     }
 }
 

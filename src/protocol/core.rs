@@ -18,7 +18,7 @@ use super::{
     UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use crate::checksum::Algorithm;
-use crate::config::Durability;
+use crate::config::{BufferSetting, Durability};
 use crate::error::{Result, TusError};
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
@@ -170,11 +170,20 @@ pub async fn receive(
     let interface = request.conn.map_or(InterfaceKind::Unknown, |c| {
         state.interfaces.kind_of(c.local.ip())
     });
-    let class = policy::initial_class(
-        interface,
-        client.as_ref().and_then(|c| state.profiles.throughput(c)),
-    );
-    let mut buffer = AdaptiveBuffer::acquire(&state.pool, class, BUDGET_WAIT)
+    let (class, adaptive) = match state.settings.transfer.buffer {
+        BufferSetting::Adaptive => (
+            policy::initial_class(
+                interface,
+                client.as_ref().and_then(|c| state.profiles.throughput(c)),
+            ),
+            true,
+        ),
+        BufferSetting::Fixed(size) => (
+            policy::class_of(usize::try_from(size.0).unwrap_or(usize::MAX)),
+            false,
+        ),
+    };
+    let mut buffer = AdaptiveBuffer::acquire(&state.pool, class, adaptive, BUDGET_WAIT)
         .await
         .ok_or(TusError::Overloaded)?;
     // Stopped by a newer request (the lock) or by the interface monitor (address gone); one

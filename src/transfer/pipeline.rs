@@ -26,12 +26,23 @@ pub struct AdaptiveBuffer {
 }
 
 impl AdaptiveBuffer {
-    /// Take a buffer of `class` from `pool`, waiting up to `wait` for budget.
-    pub async fn acquire(pool: &BufferPool, class: SizeClass, wait: Duration) -> Option<Self> {
+    /// Take a buffer of `class` from `pool`, waiting up to `wait` for budget; `adaptive`
+    /// false keeps that size for the whole request.
+    pub async fn acquire(
+        pool: &BufferPool,
+        class: SizeClass,
+        adaptive: bool,
+        wait: Duration,
+    ) -> Option<Self> {
         let buffer = pool.acquire(class, wait).await?;
+        let adapter = if adaptive {
+            Adapter::new(buffer.class())
+        } else {
+            Adapter::fixed(buffer.class())
+        };
         Some(AdaptiveBuffer {
             pool: pool.clone(),
-            adapter: Adapter::new(buffer.class()),
+            adapter,
             buffer,
             last_write: Instant::now(),
         })
@@ -264,7 +275,7 @@ mod tests {
     /// The smallest pooled buffer (16 KiB), so frames straddle buffer boundaries.
     async fn small_buffer() -> AdaptiveBuffer {
         let pool = BufferPool::new(BufferBudget::new(16 << 20));
-        AdaptiveBuffer::acquire(&pool, 0, Duration::ZERO)
+        AdaptiveBuffer::acquire(&pool, 0, true, Duration::ZERO)
             .await
             .unwrap()
     }

@@ -90,6 +90,8 @@ pub fn initial_class(interface: InterfaceKind, client_rate: Option<f64>) -> Size
 #[derive(Debug, Clone)]
 pub struct Adapter {
     class: SizeClass,
+    /// A fixed-size configuration measures but never re-sizes.
+    fixed: bool,
     window_bytes: u64,
     window_time: Duration,
     shrink_votes: u32,
@@ -102,11 +104,20 @@ impl Adapter {
     pub fn new(class: SizeClass) -> Adapter {
         Adapter {
             class,
+            fixed: false,
             window_bytes: 0,
             window_time: Duration::ZERO,
             shrink_votes: 0,
             total_bytes: 0,
             total_time: Duration::ZERO,
+        }
+    }
+
+    /// Measure only; keep `class` whatever the rate (`[transfer] buffer = "32KiB"`).
+    pub fn fixed(class: SizeClass) -> Adapter {
+        Adapter {
+            fixed: true,
+            ..Adapter::new(class)
         }
     }
 
@@ -128,7 +139,7 @@ impl Adapter {
         self.window_time += elapsed;
         self.total_bytes += bytes;
         self.total_time += elapsed;
-        if self.window_time < WINDOW {
+        if self.window_time < WINDOW || self.fixed {
             return None;
         }
         let rate = self.window_bytes as f64 / self.window_time.as_secs_f64();
