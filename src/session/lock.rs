@@ -32,6 +32,19 @@ pub const STALL_THRESHOLD: Duration = Duration::from_millis(500);
 /// How often a waiting request re-checks whether a live holder has stalled meanwhile.
 const RECHECK: Duration = Duration::from_millis(100);
 
+/// How long a reader waits on a holder that keeps receiving before answering without it.
+pub const LIVE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A holder as a reader sees it.
+enum HolderState {
+    /// Nobody holds the upload.
+    None,
+    /// Asked to stop (by us or earlier): it is committing.
+    Stopping,
+    /// Holding, silent for this long (less than the stall threshold).
+    Quiet(Duration),
+}
+
 /// When a holder last made progress, readable without the table lock.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
@@ -169,24 +182,47 @@ impl UploadLocks {
     }
 
     /// Let a stalled (or already stopping) holder of `id` commit and go, waiting up to `wait`
-    /// for it; a live holder is left alone. For readers (HEAD) that want a fresh offset but
-    /// no lock.
+    /// for it. A holder that has gone quiet but not yet for [`STALL_THRESHOLD`] is watched
+    /// until it either crosses it (then stopped) or sends again; a holder still receiving after
+    /// [`LIVE_PATIENCE`] is a live client and is left alone. For readers (HEAD) that want a
+    /// fresh offset but no lock: a phone that just switched networks gets every byte its old
+    /// connection delivered, within about the stall threshold.
     pub async fn release_stalled(&self, id: &UploadId, wait: Duration) {
-        let released = self.released.notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
-        if self.stop_if_stalled(id) {
-            let deadline = tokio::time::Instant::now() + wait;
-            while self.is_locked(id) {
-                if tokio::time::timeout_at(deadline, released.as_mut())
-                    .await
-                    .is_err()
-                {
-                    return;
+        let start = tokio::time::Instant::now();
+        let deadline = start + wait;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let next_look = match self.holder_state(id) {
+                HolderState::None => return,
+                HolderState::Stopping => deadline,
+                HolderState::Quiet(silent) => {
+                    if tokio::time::Instant::now() >= start + LIVE_PATIENCE {
+                        return;
+                    }
+                    // Look again when it would cross the threshold.
+                    tokio::time::Instant::now() + STALL_THRESHOLD.saturating_sub(silent) + RECHECK / 10
                 }
-                released.set(self.released.notified());
-                released.as_mut().enable();
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return;
             }
+            let _ = tokio::time::timeout_at(next_look.min(deadline), released).await;
+        }
+    }
+
+    /// Where the holder of `id` stands, stopping a stalled one.
+    fn holder_state(&self, id: &UploadId) -> HolderState {
+        if !self.is_locked(id) {
+            return HolderState::None;
+        }
+        if self.stop_if_stalled(id) {
+            return HolderState::Stopping;
+        }
+        match self.table().holders.get(id) {
+            Some(holder) => HolderState::Quiet(holder.heartbeat.silent_for()),
+            None => HolderState::None,
         }
     }
 
@@ -319,6 +355,43 @@ mod tests {
         assert!(!stop.is_cancelled(), "a live holder was cut off");
         task.await.unwrap();
         drop(guard);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_a_quiet_holder_to_stall_and_commit() {
+        let locks = UploadLocks::new();
+        let id = UploadId::random();
+        let holder = locks.try_lock(&id).unwrap();
+        let stop = holder.stop_requested();
+        // The holder commits and lets go once asked, as a PATCH does.
+        let task = tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(holder);
+        });
+        let started = std::time::Instant::now();
+        locks.release_stalled(&id, Duration::from_secs(5)).await;
+        assert!(!locks.is_locked(&id), "the quiet holder was not released");
+        assert!(started.elapsed() >= STALL_THRESHOLD - Duration::from_millis(50));
+        assert!(started.elapsed() < STALL_THRESHOLD + Duration::from_millis(400));
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reader_leaves_a_receiving_holder_alone() {
+        let locks = UploadLocks::new();
+        let id = UploadId::random();
+        let holder = locks.try_lock(&id).unwrap();
+        let beating = holder.heartbeat().clone();
+        let keep_beating = tokio::spawn(async move {
+            for _ in 0..40 {
+                beating.beat();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        locks.release_stalled(&id, Duration::from_secs(5)).await;
+        assert!(!holder.stop_requested().is_cancelled(), "a live holder was cut off");
+        assert!(locks.is_locked(&id));
+        keep_beating.abort();
     }
 
     #[tokio::test]
