@@ -470,7 +470,8 @@ impl ByteSize {
             .parse()
             .map_err(|_| format!("{text:?} is not a size like \"16KiB\" or 1048576"))?;
         let bytes = value * multiplier as f64;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        // `u64::MAX as f64` rounds up to 2^64, which no u64 holds: refuse it too.
+        if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
             return Err(format!("{text:?} is out of range"));
         }
         Ok(ByteSize(bytes as u64))
@@ -658,6 +659,7 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
         assert!(ByteSize::parse("-1").is_err());
         assert!(ByteSize::parse("5 furlongs").is_err());
+        assert!(ByteSize::parse("16777216TiB").is_err(), "2^64 bytes is out of range");
         assert_eq!(
             HumanDuration::parse("500ms").unwrap().0,
             Duration::from_millis(500)
