@@ -1,0 +1,48 @@
+//! Graceful shutdown with a PATCH stuck on a half-open connection.
+
+use std::time::{Duration, Instant};
+
+use protocol_tests::proxy::FaultProxy;
+use protocol_tests::*;
+
+use crate::{
+    assert_complete, assert_prefix, deliver_then_freeze, open_patch, resume_to_end, server_addr,
+};
+
+/// "SIGTERM while a PATCH is in flight on a frozen connection: the server exits within
+/// timeouts.shutdown_grace (3s) plus a margin, and after restart HEAD shows the bytes
+/// that PATCH had delivered."
+#[test]
+fn sigterm_with_a_frozen_patch_exits_in_grace_and_keeps_its_bytes() {
+    needs_spawned_server!();
+    let mut server = TestServer::spawn_with_config("[timeouts]\nshutdown_grace = \"3s\"\n");
+    let proxy = FaultProxy::start(server_addr(&server));
+    const LEN: usize = 1024 * 1024;
+    const SENT: usize = 400_009;
+    let source = pattern(41, LEN);
+    let url = create(&server, LEN as u64);
+
+    let (mut conn, handle, head) = open_patch(&proxy, &url, 0, LEN as u64);
+    deliver_then_freeze(&mut conn, &handle, head, &source[..SENT]);
+
+    let term = Instant::now();
+    server.terminate();
+    let took = term.elapsed();
+    println!("tusk exited {took:?} after SIGTERM with a frozen PATCH");
+    assert!(
+        took <= Duration::from_secs(3) + Duration::from_millis(1500),
+        "exit took {took:?}, shutdown_grace is 3s"
+    );
+
+    server.start();
+    let url = server.url(&url);
+    let offset = head_offset(&url);
+    assert_eq!(
+        offset, SENT as u64,
+        "after restart HEAD must show the bytes the frozen PATCH delivered"
+    );
+    assert_eq!(assert_prefix(&url, &source, "after SIGTERM"), SENT);
+    resume_to_end(&url, &source, LEN, Duration::from_secs(20));
+    assert_complete(&url, &source, "after SIGTERM and resume");
+    drop(conn);
+}
