@@ -60,6 +60,10 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// The admin API.
+    pub admin: AdminSettings,
 }
 
 /// `[server]`
@@ -96,6 +100,9 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// When bytes and offsets reach the disk.
     pub durability: Durability,
+    /// New uploads are refused with 507, and `/readyz` fails, below this much free space on
+    /// the data volume; 0 = no floor.
+    pub min_free_space: ByteSize,
 }
 
 impl Default for StorageSettings {
@@ -103,6 +110,7 @@ impl Default for StorageSettings {
         StorageSettings {
             data_dir: PathBuf::from("./data"),
             durability: Durability::Fsync,
+            min_free_space: ByteSize(0),
         }
     }
 }
@@ -268,14 +276,52 @@ impl Default for CorsSettings {
 pub struct LogSettings {
     /// A tracing filter (`info`, `tusk=debug,warn`); `RUST_LOG` overrides it.
     pub level: String,
+    /// `human` (one readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".to_owned(),
+            format: LogFormat::Human,
         }
     }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable text.
+    Human,
+    /// One JSON object per line, for collectors.
+    Json,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve Prometheus metrics at `/metrics` on the main listener.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve the admin API under `/admin/`.
+    pub enabled: bool,
+    /// File holding the bearer token the admin API requires (the token itself never appears
+    /// in the configuration, logs or `--print-config`).
+    pub token_file: PathBuf,
 }
 
 /// Overrides given on the command line (None = not given).
@@ -393,6 +439,12 @@ impl Settings {
             return Err(invalid(
                 "limits.max_buffer_memory",
                 "must be at least 64KiB",
+            ));
+        }
+        if self.admin.enabled && self.admin.token_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "admin.token_file",
+                "the admin API needs a token file when enabled",
             ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
@@ -659,7 +711,10 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
         assert!(ByteSize::parse("-1").is_err());
         assert!(ByteSize::parse("5 furlongs").is_err());
-        assert!(ByteSize::parse("16777216TiB").is_err(), "2^64 bytes is out of range");
+        assert!(
+            ByteSize::parse("16777216TiB").is_err(),
+            "2^64 bytes is out of range"
+        );
         assert_eq!(
             HumanDuration::parse("500ms").unwrap().0,
             Duration::from_millis(500)

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`] — settings from defaults, file, environment and flags.
+//! - [`commands`] — `tusk check`, `tusk uploads list|purge` on a stopped server's data.
 //! - [`server`] — accepts connections, runs the routes, shuts down gracefully.
 //! - [`routes`] — routes requests to handlers; adds Tus-Resumable and CORS to every response.
 //! - [`protocol`] — one module per section of the tus spec, plus pure header parsing.
@@ -12,12 +13,17 @@
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
 //! - [`error`] — the one error type at the HTTP edge.
+//! - [`metrics`] — Prometheus counters and the `/metrics` exposition.
+//! - [`ops`] — `/healthz`, `/readyz`, `/metrics` and the admin API.
 //!
 //! Invariant: the offset stored for an upload never exceeds the bytes durably written for it.
 
 pub mod checksum;
+pub mod commands;
 pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod ops;
 pub mod protocol;
 pub mod routes;
 pub mod server;

@@ -1,12 +1,14 @@
-//! The `tusk` binary: parse flags, load settings, serve until SIGTERM/SIGINT.
+//! The `tusk` binary: parse flags, load settings, serve until SIGTERM/SIGINT; or run one of
+//! the maintenance subcommands on a stopped server's data directory.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use tusk::commands::{self, Filter};
 use tusk::config::{Overrides, Settings};
 use tusk::{server, telemetry, AppState};
 
@@ -14,35 +16,84 @@ use tusk::{server, telemetry, AppState};
 #[derive(Debug, Parser)]
 #[command(name = "tusk", version, about)]
 struct Cli {
-    /// Config file (TOML); see config/tusk.toml for every key.
-    #[arg(long, env = "TUSK_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1].
-    #[arg(long, env = "TUSK_HOST")]
-    host: Option<IpAddr>,
-    /// Port to listen on; 0 picks a free one [default: 1080].
-    #[arg(long, env = "TUSK_PORT")]
-    port: Option<u16>,
-    /// Directory for upload data and the session database [default: ./data].
-    #[arg(long, env = "TUSK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// URL path of the upload endpoint [default: /files/].
-    #[arg(long, env = "TUSK_BASE_PATH")]
-    base_path: Option<String>,
+    #[command(flatten)]
+    common: Common,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Flags every subcommand understands.
+#[derive(Debug, Args)]
+struct Common {
+    /// Config file (TOML); see config/tusk.toml for every key.
+    #[arg(long, env = "TUSK_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "TUSK_HOST", global = true)]
+    host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one [default: 1080].
+    #[arg(long, env = "TUSK_PORT", global = true)]
+    port: Option<u16>,
+    /// Directory for upload data and the session database [default: ./data].
+    #[arg(long, env = "TUSK_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// URL path of the upload endpoint [default: /files/].
+    #[arg(long, env = "TUSK_BASE_PATH", global = true)]
+    base_path: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration (and that the data directory opens), then exit.
+    Check,
+    /// Inspect or clean up uploads while the server is stopped.
+    #[command(subcommand)]
+    Uploads(UploadsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UploadsCommand {
+    /// List uploads with their state, offset, length and age.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete uploads (data and record).
+    Purge {
+        /// Purge expired uploads (same as --state expired).
+        #[arg(long)]
+        expired: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Only uploads in this state: initiated, uploading, interrupted, completed, expired.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only uploads created at least this long ago, e.g. 7d.
+    #[arg(long)]
+    older_than: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
-        host: cli.host,
-        port: cli.port,
-        data_dir: cli.data_dir.clone(),
-        base_path: cli.base_path.clone(),
+        host: cli.common.host,
+        port: cli.common.port,
+        data_dir: cli.common.data_dir.clone(),
+        base_path: cli.common.base_path.clone(),
     };
-    let settings = match Settings::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+    let settings = match Settings::load(cli.common.config.as_deref(), std::env::vars(), &overrides)
+    {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("tusk: {err}");
@@ -50,27 +101,55 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        match toml::to_string_pretty(&settings) {
-            Ok(text) => print!("{text}"),
-            Err(err) => eprintln!("tusk: {err}"),
-        }
-        return ExitCode::SUCCESS;
+        return match toml::to_string_pretty(&settings) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(err.to_string()),
+        };
     }
-    telemetry::init(&settings.log.level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("tusk: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
+        Err(err) => return fail(format!("cannot start the runtime: {err}")),
+    };
+    let result = match cli.command {
+        None => {
+            telemetry::init(&settings.log);
+            runtime.block_on(serve(settings)).map_err(|e| e.to_string())
+        }
+        Some(Command::Check) => commands::check(&settings).map(|note| println!("{note}")),
+        Some(Command::Uploads(UploadsCommand::List { filter, json })) => runtime.block_on(
+            commands::list(&settings, &filter.into(), json, &mut std::io::stdout()),
+        ),
+        Some(Command::Uploads(UploadsCommand::Purge { expired, filter })) => {
+            let mut filter: Filter = filter.into();
+            if expired {
+                filter.state = Some("expired".to_owned());
+            }
+            runtime
+                .block_on(commands::purge(&settings, &filter, true))
+                .map(|(count, bytes)| println!("purged {count} upload(s), freed {bytes} bytes"))
         }
     };
-    match runtime.block_on(serve(settings)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tusk: {err}");
-            ExitCode::FAILURE
+        Err(err) => fail(err),
+    }
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(args: FilterArgs) -> Filter {
+        Filter {
+            state: args.state,
+            older_than: args.older_than,
         }
     }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("tusk: {message}");
+    ExitCode::FAILURE
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {

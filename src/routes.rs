@@ -14,11 +14,13 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use http::{HeaderMap, Method};
+use tracing::Instrument;
 use warp::filters::path::FullPath;
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::error::TusError;
+use crate::ops;
 use crate::protocol::{
     core, creation, download, header_str, termination, BodyStream, RequestParts, METHOD_OVERRIDE,
     TUS_RESUMABLE, TUS_VERSION,
@@ -43,6 +45,14 @@ Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Ran
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
 enum Resource {
+    /// `/healthz`
+    Healthz,
+    /// `/readyz`
+    Readyz,
+    /// `/metrics` (when enabled)
+    Metrics,
+    /// `/admin/...` (when enabled), with the rest of the path.
+    Admin(String),
     /// The creation endpoint `{base}` (also without its trailing slash).
     Endpoint,
     /// `{base}{id}` with a valid id.
@@ -55,6 +65,15 @@ enum Resource {
 
 impl Resource {
     fn of(base: &str, path: &str) -> Resource {
+        match path {
+            "/healthz" => return Resource::Healthz,
+            "/readyz" => return Resource::Readyz,
+            "/metrics" => return Resource::Metrics,
+            _ => {}
+        }
+        if let Some(tail) = path.strip_prefix("/admin/") {
+            return Resource::Admin(tail.to_owned());
+        }
         if path == base || Some(path) == base.strip_suffix('/') {
             return Resource::Endpoint;
         }
@@ -75,6 +94,7 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<TrailerSlot>())
         .and(warp::ext::optional::<ConnInfo>())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || state.clone()))
         .then(
@@ -83,6 +103,7 @@ pub fn routes(
              headers: HeaderMap,
              trailers: Option<TrailerSlot>,
              conn: Option<ConnInfo>,
+             query: String,
              body: BodyStream,
              state: AppState| async move {
                 let request = RequestParts {
@@ -90,10 +111,19 @@ pub fn routes(
                     trailers: trailers.unwrap_or_default(),
                     conn,
                 };
-                let response = dispatch(&state, method, path.as_str(), &request, body)
-                    .await
-                    .unwrap_or_else(TusError::into_response);
-                decorate(&state, &request.headers, response)
+                let path = path.as_str().to_owned();
+                // Its own task: if hyper drops this request (the client vanished), the upload
+                // work still runs to its commit instead of being cancelled mid-write.
+                let task = tokio::spawn(handle(state, method, path, query, request, body));
+                task.await.unwrap_or_else(|panic| {
+                    tracing::error!(error = %panic, "request handler panicked");
+                    let mut response =
+                        crate::protocol::empty(http::StatusCode::INTERNAL_SERVER_ERROR);
+                    response
+                        .headers_mut()
+                        .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+                    response
+                })
             },
         )
 }
@@ -118,19 +148,65 @@ fn effective_method(method: Method, headers: &HeaderMap) -> Method {
         .unwrap_or(method)
 }
 
+/// One request: dispatch, decorate, count and log it (one line per request).
+async fn handle(
+    state: AppState,
+    method: Method,
+    path: String,
+    query: String,
+    request: RequestParts,
+    body: BodyStream,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = effective_method(method, &request.headers);
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        path = %path,
+        remote = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+    );
+    if let Some(conn) = request.conn {
+        span.record("remote", tracing::field::display(conn.remote.ip()));
+    }
+    let response = dispatch(&state, &method, &path, &query, &request, body)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(TusError::into_response);
+    let response = decorate(&state, &request.headers, response);
+    let status = response.status().as_u16();
+    state.metrics.request(method.as_str(), status);
+    tracing::info!(
+        parent: &span,
+        status,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
 /// Pick the handler for (resource, method).
 async fn dispatch(
     state: &AppState,
-    method: Method,
+    method: &Method,
     path: &str,
+    query: &str,
     request: &RequestParts,
     body: BodyStream,
 ) -> Result<Response, TusError> {
     let headers = &request.headers;
-    let method = effective_method(method, headers);
+    let method = method.clone();
     let resource = Resource::of(&state.settings.server.base_path, path);
     match resource {
-        Resource::Elsewhere => Err(TusError::RouteNotFound),
+        Resource::Healthz => Ok(ops::healthz()),
+        Resource::Readyz => Ok(ops::readyz(state).await),
+        Resource::Metrics if state.settings.metrics.enabled => Ok(ops::metrics(state).await),
+        Resource::Admin(tail) if state.settings.admin.enabled => {
+            ops::admin(state, &method, &tail, query, headers).await
+        }
+        Resource::Metrics | Resource::Admin(_) | Resource::Elsewhere => {
+            Err(TusError::RouteNotFound)
+        }
         Resource::Endpoint | Resource::Upload(_) if method == Method::OPTIONS => {
             Ok(core::server_info(state))
         }

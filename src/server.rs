@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::metrics::UploadEvent;
 use crate::routes::routes;
 use crate::session::expiry;
 use crate::state::AppState;
@@ -53,6 +54,14 @@ pub async fn run(
         state.locks.clone(),
         state.settings.expiration.sweep_interval.0,
         stop_background.clone(),
+        {
+            let metrics = state.metrics.clone();
+            move |deleted| {
+                for _ in 0..deleted {
+                    metrics.upload(UploadEvent::Expired);
+                }
+            }
+        },
     );
     let monitor = state.interfaces.spawn(stop_background.clone());
     let mut builder = http1::Builder::new();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::error::{Result, TusError};
+use crate::metrics::Metrics;
 use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
@@ -27,6 +28,31 @@ pub enum StartError {
     /// The upload directory would not open.
     #[error("cannot open the upload directory: {0}")]
     Storage(#[from] StoreError),
+    /// The admin token file is missing or empty.
+    #[error("cannot read admin.token_file {path}: {reason}")]
+    AdminToken {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// The secret itself, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Shared server state.
@@ -46,6 +72,10 @@ pub struct AppState {
     pub profiles: ClientProfiles,
     /// Local interfaces and the PATCHes bound to their addresses.
     pub interfaces: InterfaceMonitor,
+    /// Request and upload counters.
+    pub metrics: Metrics,
+    /// The admin API's bearer token, when the admin API is enabled.
+    pub admin_token: Option<Secret>,
 }
 
 impl AppState {
@@ -59,10 +89,29 @@ impl AppState {
         let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
+        let admin_token = if settings.admin.enabled {
+            let path = &settings.admin.token_file;
+            let token = std::fs::read_to_string(path).map_err(|e| StartError::AdminToken {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let token = token.trim();
+            if token.len() < 16 {
+                return Err(StartError::AdminToken {
+                    path: path.display().to_string(),
+                    reason: "the token must be at least 16 characters".to_owned(),
+                });
+            }
+            Some(Secret(Arc::from(token)))
+        } else {
+            None
+        };
         let state = AppState {
+            admin_token,
             pool,
             profiles: ClientProfiles::default(),
             interfaces: InterfaceMonitor::new(),
+            metrics: Metrics::default(),
             settings: Arc::new(settings),
             sessions: Arc::new(sessions),
             blobs: Arc::new(blobs),
@@ -106,6 +155,18 @@ impl AppState {
         }
         self.sessions.flush().await?;
         Ok(())
+    }
+
+    /// 507 when free space on the data volume is below `storage.min_free_space`.
+    pub fn check_free_space(&self) -> Result<()> {
+        let floor = self.settings.storage.min_free_space.0;
+        if floor == 0 {
+            return Ok(());
+        }
+        match fs4::available_space(&self.settings.storage.data_dir) {
+            Ok(free) if free < floor => Err(TusError::InsufficientStorage),
+            _ => Ok(()),
+        }
     }
 
     /// The record of `id`: 404 if unknown, 410 if expired.

@@ -1,18 +1,24 @@
-//! Logging: tracing to stderr, filtered by `RUST_LOG` or `log.level`.
+//! Logging: tracing to stderr, filtered by `RUST_LOG` or `log.level`, as text or JSON.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Install the global subscriber. `RUST_LOG` wins over `level` when set.
-pub fn init(level: &str) {
+use crate::config::{LogFormat, LogSettings};
+
+/// Install the global subscriber. `RUST_LOG` wins over `log.level` when set.
+pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
         // Colour codes only for people; logs piped to files and collectors stay plain.
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
 }

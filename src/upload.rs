@@ -75,6 +75,35 @@ pub enum Concat {
     },
 }
 
+/// Where an upload is in its life (the seeds' lifecycle). `expired` and `cancelled` are not
+/// stored: an expired upload is one whose `expires_at` has passed (until the sweeper deletes
+/// it), and a cancelled one is deleted at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadState {
+    /// Created, no byte yet.
+    #[default]
+    Initiated,
+    /// Bytes are arriving, or the last PATCH ended normally short of the length.
+    Uploading,
+    /// The last PATCH broke off (connection lost, idle, taken over); waiting for a resume.
+    Interrupted,
+    /// Every byte is there.
+    Completed,
+}
+
+impl UploadState {
+    /// Lowercase name, as shown by the admin API and `tusk uploads list`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UploadState::Initiated => "initiated",
+            UploadState::Uploading => "uploading",
+            UploadState::Interrupted => "interrupted",
+            UploadState::Completed => "completed",
+        }
+    }
+}
+
 /// Everything tusk records about one upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -93,6 +122,9 @@ pub struct UploadInfo {
     pub expires_at: Option<u64>,
     /// Role in the concatenation extension.
     pub concat: Concat,
+    /// Lifecycle state (records written before it existed read as `initiated`).
+    #[serde(default)]
+    pub state: UploadState,
 }
 
 impl UploadInfo {
@@ -107,6 +139,15 @@ impl UploadInfo {
     /// Whether the upload has expired at `now` (unix seconds).
     pub fn is_expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The lifecycle state as people see it: `expired` once past `expires_at`.
+    pub fn lifecycle(&self, now: u64) -> &'static str {
+        if self.is_expired(now) {
+            "expired"
+        } else {
+            self.state.name()
+        }
     }
 
     /// Whether this is a final upload (never patched).

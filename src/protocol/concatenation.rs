@@ -13,8 +13,9 @@ use warp::reply::Response;
 
 use super::{creation, expiration, headers::Metadata, UPLOAD_LENGTH};
 use crate::error::{Result, TusError};
+use crate::metrics::UploadEvent;
 use crate::state::AppState;
-use crate::upload::{unix_now, Concat, UploadId, UploadInfo};
+use crate::upload::{unix_now, Concat, UploadId, UploadInfo, UploadState};
 
 /// POST `{base}` with `Upload-Concat: final;<urls>`.
 pub async fn create_final(
@@ -67,8 +68,10 @@ pub async fn create_final(
             parts,
             joined: false,
         },
+        state: UploadState::Initiated,
     };
     let info = settle(state, state.create_upload(info).await?).await?;
+    state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, joined = info.is_finished(), "final upload created");
 
     let mut response = super::empty(StatusCode::CREATED);
@@ -137,6 +140,8 @@ pub async fn settle(state: &AppState, info: UploadInfo) -> Result<UploadInfo> {
         parts,
         joined: true,
     };
+    info.state = UploadState::Completed;
+    state.metrics.upload(UploadEvent::Finished);
     expiration::renew(state, &mut info);
     state.sessions.put(&info).await?;
     tracing::info!(upload = %info.id, length = total, "final upload joined");

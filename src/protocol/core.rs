@@ -20,13 +20,14 @@ use super::{
 use crate::checksum::Algorithm;
 use crate::config::{BufferSetting, Durability};
 use crate::error::{Result, TusError};
+use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
 use crate::transfer::pipeline::{self, AdaptiveBuffer, AppendEnd, AppendPlan, CheckpointPolicy};
 use crate::transfer::policy::{self, InterfaceKind};
 use crate::transfer::profile::{ClientKey, PatchReport};
-use crate::upload::{Concat, UploadId, UploadInfo};
+use crate::upload::{Concat, UploadId, UploadInfo, UploadState};
 
 /// OPTIONS `{base}` or `{base}{id}`: what this server supports. No Tus-Resumable needed.
 pub fn server_info(state: &AppState) -> Response {
@@ -199,6 +200,7 @@ pub async fn receive(
     let heartbeat = guard.heartbeat().clone();
     let on_frame = move || heartbeat.beat();
     let first = info.offset;
+    let began = std::time::Instant::now();
 
     let (start, outcome) = loop {
         let start = info.offset;
@@ -222,7 +224,8 @@ pub async fn receive(
         if !matches!(outcome.end, AppendEnd::Checkpoint) {
             break (start, outcome);
         }
-        commit(state, info, writer.as_mut(), start + outcome.written).await?;
+        let at = start + outcome.written;
+        commit(state, info, writer.as_mut(), at, UploadState::Uploading).await?;
     };
     // The body is over, whatever ended it. Marking the holder as stopping makes a HEAD that
     // arrives during the commit below (a client re-syncing right after a cut) wait for it.
@@ -262,7 +265,16 @@ pub async fn receive(
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
     }
-    commit(state, info, writer.as_mut(), start + outcome.written).await?;
+    let broke_off = !matches!(outcome.end, AppendEnd::Complete | AppendEnd::TooLarge);
+    let next = if broke_off {
+        state.metrics.upload(UploadEvent::Interrupted);
+        UploadState::Interrupted
+    } else {
+        UploadState::Uploading
+    };
+    commit(state, info, writer.as_mut(), start + outcome.written, next).await?;
+    state.metrics.patch(began.elapsed(), info.offset - first);
+    tracing::Span::current().record("bytes", info.offset - first);
     if binding.as_ref().is_some_and(|b| b.address_vanished()) {
         // The server lost the address this client used; give it time to come back another way.
         expiration::grant_grace(state, info);
@@ -284,19 +296,33 @@ pub async fn receive(
 }
 
 /// Make the bytes up to `offset` durable, then record `offset` (and renew the expiry).
+///
+/// `next` is the lifecycle state to record unless the upload is now complete.
 async fn commit(
     state: &AppState,
     info: &mut UploadInfo,
     writer: &mut dyn BlobWriter,
     offset: u64,
+    next: UploadState,
 ) -> Result<()> {
     if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
         writer.sync().await?;
     }
     let from = info.offset;
+    let was_finished = info.is_finished();
     info.offset = offset;
+    info.state = if info.is_finished() {
+        UploadState::Completed
+    } else {
+        next
+    };
     expiration::renew(state, info);
     state.sessions.put(info).await?;
+    state.metrics.received(offset - from);
+    if info.is_finished() && !was_finished {
+        state.metrics.upload(UploadEvent::Finished);
+        tracing::info!(upload = %info.id, length = offset, "upload finished");
+    }
     tracing::debug!(upload = %info.id, from, to = offset, "chunk committed");
     Ok(())
 }

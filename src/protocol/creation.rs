@@ -14,9 +14,10 @@ use super::{
     UPLOAD_OFFSET,
 };
 use crate::error::{Result, TusError};
+use crate::metrics::UploadEvent;
 use crate::protocol::headers::{ConcatRequest, Metadata};
 use crate::state::AppState;
-use crate::upload::{unix_now, Concat, UploadId, UploadInfo};
+use crate::upload::{unix_now, Concat, UploadId, UploadInfo, UploadState};
 
 /// POST `{base}`: create an upload (or, with `Upload-Concat: final;...`, a final upload).
 pub async fn create_upload(
@@ -30,6 +31,7 @@ pub async fn create_upload(
         .map(headers::parse_concat)
         .transpose()?;
     let metadata = parse_metadata(state, headers)?;
+    state.check_free_space()?;
     let role = match concat {
         Some(ConcatRequest::Final(urls)) => {
             return concatenation::create_final(state, headers, &urls, metadata).await;
@@ -49,8 +51,14 @@ pub async fn create_upload(
         created_at: unix_now(),
         expires_at: expiration::deadline(state, length == Some(0)),
         concat: role,
+        state: if length == Some(0) {
+            UploadState::Completed
+        } else {
+            UploadState::Initiated
+        },
     };
     let mut info = state.create_upload(info).await?;
+    state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, length = ?info.length, "upload created");
 
     let location = super::upload_url(state, headers, &info.id);

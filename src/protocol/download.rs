@@ -52,6 +52,7 @@ pub async fn download(state: &AppState, id: UploadId, request: &HeaderMap) -> Re
     };
 
     let stream = state.blobs.read(&info.id, start, end - start).await?;
+    state.metrics.sent(end - start);
     let mut response = warp::reply::stream(stream).into_response();
     *response.status_mut() = status;
     set_header(&mut response, CONTENT_LENGTH, end - start);

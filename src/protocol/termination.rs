@@ -7,6 +7,7 @@ use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use crate::error::{Result, TusError};
+use crate::metrics::UploadEvent;
 use crate::state::AppState;
 use crate::upload::UploadId;
 
@@ -23,6 +24,7 @@ pub async fn terminate_upload(
         return Err(TusError::NotFound);
     }
     state.remove_upload(&id).await?;
+    state.metrics.upload(UploadEvent::Terminated);
     tracing::info!(upload = %id, "upload terminated");
     Ok(super::empty(StatusCode::NO_CONTENT))
 }

@@ -46,13 +46,15 @@ pub async fn sweep_once(
     Ok(deleted)
 }
 
-/// Run [`sweep_once`] every `interval` until `stop` is cancelled.
+/// Run [`sweep_once`] every `interval` until `stop` is cancelled, telling `on_deleted` how
+/// many uploads each sweep removed.
 pub fn spawn_sweeper(
     sessions: Arc<dyn SessionStore>,
     blobs: Arc<dyn BlobStore>,
     locks: UploadLocks,
     interval: Duration,
     stop: CancellationToken,
+    on_deleted: impl Fn(usize) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -64,7 +66,10 @@ pub fn spawn_sweeper(
             }
             match sweep_once(sessions.as_ref(), blobs.as_ref(), &locks, unix_now()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "expiry sweep"),
+                Ok(n) => {
+                    on_deleted(n);
+                    tracing::info!(deleted = n, "expiry sweep");
+                }
                 Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
             }
         }
@@ -95,6 +100,7 @@ mod tests {
                 created_at: 0,
                 expires_at,
                 concat: Concat::None,
+                state: crate::upload::UploadState::Initiated,
             };
             blobs.create(&info.id).await.unwrap();
             sessions.put(&info).await.unwrap();

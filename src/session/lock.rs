@@ -87,6 +87,19 @@ struct Table {
     holders: HashMap<UploadId, Holder>,
     next_generation: u64,
     epoch: Instant,
+    waits: u64,
+    takeovers: u64,
+}
+
+/// Lock figures, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LockStats {
+    /// Uploads held by a request now.
+    pub held: u64,
+    /// Requests that found the lock taken and waited.
+    pub waits: u64,
+    /// Stalled holders asked to stop by a newer request.
+    pub takeovers: u64,
 }
 
 /// The lock table of one process.
@@ -103,6 +116,8 @@ impl Default for UploadLocks {
                 holders: HashMap::new(),
                 next_generation: 0,
                 epoch: Instant::now(),
+                waits: 0,
+                takeovers: 0,
             })),
             released: Arc::new(Notify::new()),
         }
@@ -162,6 +177,7 @@ impl UploadLocks {
         wait: Duration,
     ) -> Result<UploadGuard, Busy> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut counted = false;
         loop {
             // Register interest before checking, so a release between check and wait is seen.
             let released = self.released.notified();
@@ -170,6 +186,10 @@ impl UploadLocks {
             match self.try_lock(id) {
                 Ok(guard) => return Ok(guard),
                 Err(Busy) => {
+                    if !counted {
+                        counted = true;
+                        self.table().waits += 1;
+                    }
                     self.stop_if_stalled(id);
                 }
             }
@@ -202,7 +222,9 @@ impl UploadLocks {
                         return;
                     }
                     // Look again when it would cross the threshold.
-                    tokio::time::Instant::now() + STALL_THRESHOLD.saturating_sub(silent) + RECHECK / 10
+                    tokio::time::Instant::now()
+                        + STALL_THRESHOLD.saturating_sub(silent)
+                        + RECHECK / 10
                 }
             };
             if tokio::time::Instant::now() >= deadline {
@@ -229,13 +251,25 @@ impl UploadLocks {
     /// Ask the holder of `id` to stop if it has been silent for [`STALL_THRESHOLD`]; returns
     /// whether it is stopping (asked now, or already by someone else: it is committing).
     fn stop_if_stalled(&self, id: &UploadId) -> bool {
-        match self.table().holders.get(id) {
+        let mut table = self.table();
+        match table.holders.get(id) {
             Some(holder) if holder.stop.is_cancelled() => true,
             Some(holder) if holder.heartbeat.silent_for() >= STALL_THRESHOLD => {
                 holder.stop.cancel();
+                table.takeovers += 1;
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> LockStats {
+        let table = self.table();
+        LockStats {
+            held: table.holders.len() as u64,
+            waits: table.waits,
+            takeovers: table.takeovers,
         }
     }
 
@@ -389,7 +423,10 @@ mod tests {
             }
         });
         locks.release_stalled(&id, Duration::from_secs(5)).await;
-        assert!(!holder.stop_requested().is_cancelled(), "a live holder was cut off");
+        assert!(
+            !holder.stop_requested().is_cancelled(),
+            "a live holder was cut off"
+        );
         assert!(locks.is_locked(&id));
         keep_beating.abort();
     }

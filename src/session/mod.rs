@@ -48,6 +48,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn all(&self) -> Result<Vec<UploadInfo>, SessionError>;
     /// Make everything stored so far durable.
     async fn flush(&self) -> Result<(), SessionError>;
+    /// Bytes the store takes on disk (for metrics).
+    async fn size_on_disk(&self) -> Result<u64, SessionError>;
 }
 
 /// Format version of stored records: first byte of every value.
@@ -159,6 +161,10 @@ impl SessionStore for SledSessionStore {
         self.db.flush_async().await?;
         Ok(())
     }
+
+    async fn size_on_disk(&self) -> Result<u64, SessionError> {
+        Ok(self.db.size_on_disk()?)
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +181,7 @@ mod tests {
             created_at: 1,
             expires_at: Some(2),
             concat: Concat::None,
+            state: crate::upload::UploadState::Initiated,
         }
     }
 

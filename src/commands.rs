@@ -1,0 +1,173 @@
+//! Subcommands that work on a data directory while the server is stopped:
+//! `tusk check`, `tusk uploads list`, `tusk uploads purge`.
+//!
+//! sled allows one process per database, so these refuse (with a clear message) to run while
+//! a server holds the data directory.
+
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{HumanDuration, Settings};
+use crate::session::{SessionStore, SledSessionStore};
+use crate::storage::fs::FsBlobStore;
+use crate::storage::BlobStore;
+use crate::upload::{unix_now, UploadInfo};
+
+/// Which uploads a listing or purge is about.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only uploads in this lifecycle state (`initiated`, `uploading`, `interrupted`,
+    /// `completed`, `expired`).
+    pub state: Option<String>,
+    /// Only uploads created at least this long ago ("7d", "12h").
+    pub older_than: Option<String>,
+}
+
+impl Filter {
+    fn matcher(&self) -> Result<impl Fn(&UploadInfo) -> bool + '_, String> {
+        let age = self
+            .older_than
+            .as_deref()
+            .map(HumanDuration::parse)
+            .transpose()
+            .map_err(|e| format!("--older-than: {e}"))?
+            .map(|d| d.0.as_secs());
+        let now = unix_now();
+        Ok(move |info: &UploadInfo| {
+            self.state
+                .as_deref()
+                .is_none_or(|s| info.lifecycle(now) == s)
+                && age.is_none_or(|a| info.created_at + a <= now)
+        })
+    }
+}
+
+fn open_stores(settings: &Settings) -> Result<(SledSessionStore, FsBlobStore), String> {
+    let dir = &settings.storage.data_dir;
+    let sessions = SledSessionStore::open(&dir.join("db"), settings.storage.durability)
+        .map_err(|e| {
+            format!(
+                "cannot open {}: {e} (is a tusk server running on this data directory? stop it first)",
+                dir.join("db").display()
+            )
+        })?;
+    let blobs = FsBlobStore::open(&dir.join("uploads")).map_err(|e| e.to_string())?;
+    Ok((sessions, blobs))
+}
+
+/// `tusk check`: the configuration is valid (loading it already proved that) and the data
+/// directory can be opened.
+pub fn check(settings: &Settings) -> Result<String, String> {
+    let dir = &settings.storage.data_dir;
+    let note = if dir.join("db").exists() {
+        match open_stores(settings) {
+            Ok(_) => "data directory opens".to_owned(),
+            Err(err) => err,
+        }
+    } else {
+        "data directory will be created on first start".to_owned()
+    };
+    Ok(format!(
+        "configuration ok: listening on {}:{}{}, data in {} ({note})",
+        settings.server.host,
+        settings.server.port,
+        settings.server.base_path,
+        dir.display()
+    ))
+}
+
+/// `tusk uploads list`: one line per upload (or JSON).
+pub async fn list(
+    settings: &Settings,
+    filter: &Filter,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let (sessions, _) = open_stores(settings)?;
+    let matches = filter.matcher()?;
+    let now = unix_now();
+    let mut uploads: Vec<UploadInfo> = sessions
+        .all()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|info| matches(info))
+        .collect();
+    uploads.sort_by_key(|u| u.created_at);
+    let write_err = |e: std::io::Error| e.to_string();
+    if json {
+        let views: Vec<_> = uploads
+            .iter()
+            .map(|u| serde_json::json!({ "upload": u, "lifecycle": u.lifecycle(now) }))
+            .collect();
+        let text = serde_json::to_string_pretty(&views).map_err(|e| e.to_string())?;
+        writeln!(out, "{text}").map_err(write_err)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<32}  {:<11}  {:>14}  {:>14}  {:>10}",
+        "ID", "STATE", "OFFSET", "LENGTH", "AGE"
+    )
+    .map_err(write_err)?;
+    for u in &uploads {
+        let length = u
+            .length
+            .map_or_else(|| "deferred".to_owned(), |l| l.to_string());
+        let age = HumanDuration(Duration::from_secs(now.saturating_sub(u.created_at)));
+        writeln!(
+            out,
+            "{:<32}  {:<11}  {:>14}  {:>14}  {:>10}",
+            u.id,
+            u.lifecycle(now),
+            u.offset,
+            length,
+            age.to_string()
+        )
+        .map_err(write_err)?;
+    }
+    writeln!(out, "{} upload(s)", uploads.len()).map_err(write_err)?;
+    Ok(())
+}
+
+/// `tusk uploads purge`: delete the matching uploads (data and record), with a progress bar.
+/// Returns how many were deleted and how many bytes that freed.
+pub async fn purge(
+    settings: &Settings,
+    filter: &Filter,
+    show_progress: bool,
+) -> Result<(usize, u64), String> {
+    if filter.state.is_none() && filter.older_than.is_none() {
+        return Err("say what to purge: --expired, --state STATE or --older-than AGE".to_owned());
+    }
+    let (sessions, blobs) = open_stores(settings)?;
+    let matches = filter.matcher()?;
+    let doomed: Vec<UploadInfo> = sessions
+        .all()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|info| matches(info))
+        .collect();
+    let bar = if show_progress {
+        ProgressBar::new(doomed.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} uploads purged ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut freed = 0;
+    for info in &doomed {
+        freed += blobs.len(&info.id).await.unwrap_or(0);
+        sessions.remove(&info.id).await.map_err(|e| e.to_string())?;
+        blobs.remove(&info.id).await.map_err(|e| e.to_string())?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    sessions.flush().await.map_err(|e| e.to_string())?;
+    Ok((doomed.len(), freed))
+}
