@@ -64,6 +64,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The browser demo page.
+    pub demo: DemoSettings,
 }
 
 /// `[server]`
@@ -311,6 +313,14 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings { enabled: true }
     }
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Serve an Uppy Dashboard page at `/demo/` that uploads to this server.
+    pub enabled: bool,
 }
 
 /// `[admin]`

@@ -62,6 +62,37 @@ pub async fn metrics(state: &AppState) -> Response {
     response
 }
 
+/// `GET /demo/...`: the Uppy Dashboard page of `examples/demo`, built into the binary.
+pub fn demo(file: &str) -> Result<Response, TusError> {
+    let (body, content_type): (&'static [u8], &'static str) = match file {
+        "" | "index.html" => (
+            include_bytes!("../examples/demo/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        "demo.js" => (
+            include_bytes!("../examples/demo/demo.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "demo.css" => (
+            include_bytes!("../examples/demo/demo.css"),
+            "text/css; charset=utf-8",
+        ),
+        "/" => {
+            let mut response = crate::protocol::empty(StatusCode::PERMANENT_REDIRECT);
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/demo/"));
+            return Ok(response);
+        }
+        _ => return Err(TusError::RouteNotFound),
+    };
+    let mut response = Response::new(bytes::Bytes::from_static(body).into());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
 /// One upload as the admin API shows it.
 #[derive(Debug, Serialize)]
 struct UploadView<'a> {

@@ -53,6 +53,8 @@ enum Resource {
     Metrics,
     /// `/admin/...` (when enabled), with the rest of the path.
     Admin(String),
+    /// `/demo/...` (when enabled), with the file name.
+    Demo(String),
     /// The creation endpoint `{base}` (also without its trailing slash).
     Endpoint,
     /// `{base}{id}` with a valid id.
@@ -69,10 +71,15 @@ impl Resource {
             "/healthz" => return Resource::Healthz,
             "/readyz" => return Resource::Readyz,
             "/metrics" => return Resource::Metrics,
+            // The page's relative links need the trailing slash.
+            "/demo" => return Resource::Demo("/".to_owned()),
             _ => {}
         }
         if let Some(tail) = path.strip_prefix("/admin/") {
             return Resource::Admin(tail.to_owned());
+        }
+        if let Some(file) = path.strip_prefix("/demo/") {
+            return Resource::Demo(file.to_owned());
         }
         if path == base || Some(path) == base.strip_suffix('/') {
             return Resource::Endpoint;
@@ -204,7 +211,10 @@ async fn dispatch(
         Resource::Admin(tail) if state.settings.admin.enabled => {
             ops::admin(state, &method, &tail, query, headers).await
         }
-        Resource::Metrics | Resource::Admin(_) | Resource::Elsewhere => {
+        Resource::Demo(file) if state.settings.demo.enabled && method == Method::GET => {
+            ops::demo(&file)
+        }
+        Resource::Metrics | Resource::Admin(_) | Resource::Demo(_) | Resource::Elsewhere => {
             Err(TusError::RouteNotFound)
         }
         Resource::Endpoint | Resource::Upload(_) if method == Method::OPTIONS => {
