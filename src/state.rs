@@ -55,6 +55,29 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The admin API's token, read from `admin.token_file` when the admin API is enabled.
+///
+/// # Errors
+/// When the file cannot be read or holds fewer than 16 characters.
+pub fn read_admin_token(settings: &Settings) -> Result<Option<Secret>, StartError> {
+    if !settings.admin.enabled {
+        return Ok(None);
+    }
+    let path = &settings.admin.token_file;
+    let failed = |reason: String| StartError::AdminToken {
+        path: path.display().to_string(),
+        reason,
+    };
+    let token = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err(failed(
+            "the token must be at least 16 characters".to_owned(),
+        ));
+    }
+    Ok(Some(Secret(Arc::from(token))))
+}
+
 /// Shared server state.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -89,23 +112,7 @@ impl AppState {
         let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
-        let admin_token = if settings.admin.enabled {
-            let path = &settings.admin.token_file;
-            let token = std::fs::read_to_string(path).map_err(|e| StartError::AdminToken {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let token = token.trim();
-            if token.len() < 16 {
-                return Err(StartError::AdminToken {
-                    path: path.display().to_string(),
-                    reason: "the token must be at least 16 characters".to_owned(),
-                });
-            }
-            Some(Secret(Arc::from(token)))
-        } else {
-            None
-        };
+        let admin_token = read_admin_token(&settings)?;
         let state = AppState {
             admin_token,
             pool,

@@ -78,7 +78,7 @@ trap 'exit 130' INT TERM
 
 header "start tusk"
 mkdir -p "$WORK/data"
-"$TUSK_BIN" --host 127.0.0.1 --port 0 --data-dir "$WORK/data" >"$WORK/tusk.out" 2>"$WORK/tusk.err" &
+TUSK_DEMO__ENABLED=true "$TUSK_BIN" --host 127.0.0.1 --port 0 --data-dir "$WORK/data" >"$WORK/tusk.out" 2>"$WORK/tusk.err" &
 TUSK_PID=$!
 TUSK_URL=""
 for _ in $(seq 1 300); do
@@ -122,6 +122,7 @@ part() { # part NAME SECONDS CMD...
 part "tus-js-client (Node)" 300 node node/tus-js-client.mjs
 part "tuspy (Python)" 300 .venv/bin/python python/test_tuspy.py
 part "Uppy (headless Chromium)" 300 node browser/uppy.mjs
+part "demo page /demo/ (headless Chromium)" 300 node demo.mjs
 
 # ---------------------------------------------------------------- summary
 if grep -qiE ' (ERROR|panicked)' "$WORK/tusk.err"; then

@@ -140,7 +140,7 @@ fn a_vanished_server_address_releases_its_patches_and_the_upload_resumes() {
         return;
     }
     let Some(dummy) = DummyInterface::create() else {
-        println!("skipped: creating a dummy interface needs CAP_NET_ADMIN (run as root)");
+        skip_unless_ci("creating a dummy or veth interface needs CAP_NET_ADMIN (run as root)");
         return;
     };
     let server = WideServer::start();

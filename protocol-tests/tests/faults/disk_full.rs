@@ -53,7 +53,7 @@ fn full_disk_fails_one_patch_and_nothing_else() {
     // data dir, start it again on the empty volume.
     server.kill9();
     let Some(mount) = Mount::tmpfs(server.data_dir(), VOLUME) else {
-        println!("skipped: disk-full test needs root to mount tmpfs");
+        skip_unless_ci("the disk-full test needs root to mount a tmpfs");
         return;
     };
     server.start();
