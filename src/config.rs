@@ -557,6 +557,14 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A size or duration as written in TOML: a bare integer, or text with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrText {
+    Int(u64),
+    Text(String),
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_string())
@@ -565,19 +573,13 @@ impl Serialize for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer).map_err(|_| {
+        match IntOrText::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
                 "expected a size: an integer of bytes or a string like \"16KiB\"",
             )
         })? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
+            IntOrText::Int(n) => Ok(ByteSize(n)),
+            IntOrText::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -645,17 +647,11 @@ impl Serialize for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer).map_err(|_| {
+        match IntOrText::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom("expected a duration: seconds or a string like \"30s\"")
         })? {
-            Raw::Int(n) => Ok(HumanDuration(Duration::from_secs(n))),
-            Raw::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
+            IntOrText::Int(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            IntOrText::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
         }
     }
 }
