@@ -18,13 +18,17 @@ use super::{
     UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use crate::checksum::Algorithm;
+use crate::checksum::Hasher;
 use crate::config::{BufferSetting, Durability};
 use crate::error::{Result, TusError};
 use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
-use crate::transfer::pipeline::{self, AdaptiveBuffer, AppendEnd, AppendPlan, CheckpointPolicy};
+use crate::transfer::body::TrailerSlot;
+use crate::transfer::pipeline::{
+    self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
+};
 use crate::transfer::policy::{self, InterfaceKind};
 use crate::transfer::profile::{ClientKey, PatchReport};
 use crate::upload::{Concat, UploadId, UploadInfo, UploadState};
@@ -168,25 +172,7 @@ pub async fn receive(
         return Err(too_large(state, info));
     }
     let client = request.conn.map(|c| ClientKey::Address(c.remote.ip()));
-    let interface = request.conn.map_or(InterfaceKind::Unknown, |c| {
-        state.interfaces.kind_of(c.local.ip())
-    });
-    let (class, adaptive) = match state.settings.transfer.buffer {
-        BufferSetting::Adaptive => (
-            policy::initial_class(
-                interface,
-                client.as_ref().and_then(|c| state.profiles.throughput(c)),
-            ),
-            true,
-        ),
-        BufferSetting::Fixed(size) => (
-            policy::class_of(usize::try_from(size.0).unwrap_or(usize::MAX)),
-            false,
-        ),
-    };
-    let mut buffer = AdaptiveBuffer::acquire(&state.pool, class, adaptive, BUDGET_WAIT)
-        .await
-        .ok_or(TusError::Overloaded)?;
+    let mut buffer = request_buffer(state, request, client.as_ref()).await?;
     // Stopped by a newer request (the lock) or by the interface monitor (address gone); one
     // token for both, so the lock table knows a stopping holder is about to commit.
     let stop = guard.stop_requested();
@@ -242,25 +228,7 @@ pub async fn receive(
     }
     drop(buffer);
 
-    let verdict = match (&outcome.end, checksum) {
-        (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
-        (AppendEnd::Complete, Some(wanted)) => {
-            checksum::verify(
-                state,
-                info,
-                outcome.written,
-                wanted,
-                hasher,
-                &request.trailers,
-            )
-            .await
-        }
-        // A checksum covers the whole body; a body that did not end cannot match it.
-        (_, Some(_)) => Err(TusError::BadRequest(
-            "the body ended early; a chunk with a checksum is kept whole or not at all",
-        )),
-        (_, None) => Ok(()),
-    };
+    let verdict = check_chunk(state, info, &outcome, checksum, hasher, &request.trailers).await;
     if let Err(refused) = verdict {
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
@@ -281,14 +249,68 @@ pub async fn receive(
         state.sessions.put(info).await?;
     }
 
-    match outcome.end {
+    ending(state, info, outcome.end)
+}
+
+/// The buffer for one request body: sized by the policy (client profile, else interface kind)
+/// or fixed by `[transfer] buffer`; 503 when the memory budget stays spent.
+async fn request_buffer(
+    state: &AppState,
+    request: &RequestParts,
+    client: Option<&ClientKey>,
+) -> Result<AdaptiveBuffer> {
+    let (class, adaptive) = match state.settings.transfer.buffer {
+        BufferSetting::Adaptive => {
+            let interface = request.conn.map_or(InterfaceKind::Unknown, |c| {
+                state.interfaces.kind_of(c.local.ip())
+            });
+            let known_rate = client.and_then(|c| state.profiles.throughput(c));
+            (policy::initial_class(interface, known_rate), true)
+        }
+        BufferSetting::Fixed(size) => (
+            policy::class_of(usize::try_from(size.0).unwrap_or(usize::MAX)),
+            false,
+        ),
+    };
+    AdaptiveBuffer::acquire(&state.pool, class, adaptive, BUDGET_WAIT)
+        .await
+        .ok_or(TusError::Overloaded)
+}
+
+/// Whether the bytes just written may be kept: not past the limit, and matching the checksum
+/// when one was announced (then only a complete body can match).
+async fn check_chunk(
+    state: &AppState,
+    info: &UploadInfo,
+    outcome: &AppendOutcome,
+    checksum: Option<ChecksumRequest>,
+    hasher: Option<Hasher>,
+    trailers: &TrailerSlot,
+) -> Result<()> {
+    match (&outcome.end, checksum) {
+        (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
+        (AppendEnd::Complete, Some(wanted)) => {
+            checksum::verify(state, info, outcome.written, wanted, hasher, trailers).await
+        }
+        (_, Some(_)) => Err(TusError::BadRequest(
+            "the body ended early; a chunk with a checksum is kept whole or not at all",
+        )),
+        (_, None) => Ok(()),
+    }
+}
+
+/// What the client hears once what it sent is committed.
+fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
+    match end {
         AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),
         AppendEnd::TooLarge => Err(too_large(state, info)),
         AppendEnd::Interrupted(err) => Err(TusError::BodyInterrupted(err)),
         AppendEnd::IdleTimeout => Err(TusError::BodyTimeout(
             state.settings.timeouts.body_idle.0.as_secs(),
         )),
-        AppendEnd::DeadlineReached => Err(TusError::RequestDeadline(request_max.as_secs())),
+        AppendEnd::DeadlineReached => Err(TusError::RequestDeadline(
+            state.settings.timeouts.request_max.0.as_secs(),
+        )),
         // A newer request took the upload over; this (usually dead) client should re-sync.
         AppendEnd::Stopped => Err(TusError::Locked),
         AppendEnd::WriteFailed(err) => Err(err.into()),
