@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => {
-            telemetry::init(&settings.log);
+            let _flush_logs_on_exit = telemetry::init(&settings.log);
             runtime.block_on(serve(settings)).map_err(|e| e.to_string())
         }
         Some(Command::Check) => commands::check(&settings).map(|note| println!("{note}")),

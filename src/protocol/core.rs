@@ -265,7 +265,8 @@ async fn request_buffer(
                 state.interfaces.kind_of(c.local.ip())
             });
             let known_rate = client.and_then(|c| state.profiles.throughput(c));
-            (policy::initial_class(interface, known_rate), true)
+            let declared = super::content_length(&request.headers);
+            (policy::initial_class(interface, known_rate, declared), true)
         }
         BufferSetting::Fixed(size) => (
             policy::class_of(usize::try_from(size.0).unwrap_or(usize::MAX)),

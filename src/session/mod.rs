@@ -60,6 +60,81 @@ pub struct SledSessionStore {
     db: sled::Db,
     uploads: sled::Tree,
     durability: Durability,
+    flusher: GroupCommit,
+}
+
+/// One sled flush at a time, shared by everyone who waits.
+///
+/// sled 0.34's `flush_async` deadlocks when many tasks call it at once (its io threads all
+/// wait on a log buffer whose write is queued behind them: spacejam/sled#1308), which
+/// stalled tusk under 32 concurrent fsync-mode clients. Here a caller takes a ticket after its
+/// insert; if no flush is running it runs one (`flush` on a blocking thread) covering every
+/// ticket handed out so far, otherwise it waits for the next one to finish. Many small uploads
+/// thus share one fsync (group commit), and sled never sees two flushes of ours at once.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<FlushState>,
+    done: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Tickets handed out.
+    issued: u64,
+    /// Every ticket up to this one is covered by a finished flush.
+    covered: u64,
+    /// A flush is running.
+    running: bool,
+}
+
+impl GroupCommit {
+    async fn flush(&self, db: &sled::Db) -> Result<(), SessionError> {
+        let ticket = {
+            let mut state = self.lock();
+            state.issued += 1;
+            state.issued
+        };
+        loop {
+            let finished = self.done.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let target = {
+                let mut state = self.lock();
+                if state.covered >= ticket {
+                    return Ok(());
+                }
+                if state.running {
+                    None
+                } else {
+                    state.running = true;
+                    Some(state.issued)
+                }
+            };
+            let Some(target) = target else {
+                finished.await;
+                continue;
+            };
+            let db = db.clone();
+            let result = tokio::task::spawn_blocking(move || db.flush()).await;
+            {
+                let mut state = self.lock();
+                state.running = false;
+                if matches!(result, Ok(Ok(_))) {
+                    state.covered = state.covered.max(target);
+                }
+            }
+            self.done.notify_waiters();
+            match result {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(err)) => return Err(err.into()),
+                Err(join) => return Err(SessionError::Database(join.to_string())),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl fmt::Debug for SledSessionStore {
@@ -93,6 +168,7 @@ impl SledSessionStore {
             db,
             uploads,
             durability,
+            flusher: GroupCommit::default(),
         })
     }
 
@@ -156,10 +232,7 @@ impl SessionStore for SledSessionStore {
     }
 
     async fn flush(&self) -> Result<(), SessionError> {
-        // Concurrent callers share sled's flush: each waits for one that covers its write,
-        // which is what makes many small uploads share one fsync (group commit).
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher.flush(&self.db).await
     }
 
     async fn size_on_disk(&self) -> Result<u64, SessionError> {
@@ -198,6 +271,33 @@ mod tests {
         assert_eq!(store.all().await.unwrap(), vec![info.clone()]);
         store.remove(&info.id).await.unwrap();
         assert_eq!(store.get(&info.id).await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_durable_puts_all_finish_and_share_flushes() {
+        // 64 writers at once hung sled's flush_async; the group commit must not.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(SledSessionStore::open(dir.path(), Durability::Fsync).unwrap());
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..10 {
+                        store.put(&record(i * 100 + round)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let all = async {
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), all)
+            .await
+            .expect("durable puts hung");
+        assert_eq!(store.all().await.unwrap().len(), 640);
     }
 
     #[tokio::test]

@@ -28,8 +28,9 @@ pub const SIZE_CLASSES: [usize; 7] = [
 /// Index of a size class in [`SIZE_CLASSES`].
 pub type SizeClass = usize;
 
-/// Idle buffers kept per class, at most this many bytes' worth.
-const FREE_BYTES_PER_CLASS: usize = 8 << 20;
+/// Idle buffers kept per class, at most this many bytes' worth (or one buffer, for the
+/// largest classes).
+const FREE_BYTES_PER_CLASS: usize = 2 << 20;
 
 /// Hit/miss figures, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +126,7 @@ impl BufferPool {
         let mut free = self.shared.free[class]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if (free.len() + 1) * SIZE_CLASSES[class] <= FREE_BYTES_PER_CLASS {
+        if free.is_empty() || (free.len() + 1) * SIZE_CLASSES[class] <= FREE_BYTES_PER_CLASS {
             free.push(buffer);
         }
     }

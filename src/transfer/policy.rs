@@ -50,14 +50,15 @@ impl InterfaceKind {
     }
 
     /// The starting buffer class for a client we know nothing about: the seeds' table
-    /// (ethernet large, wifi medium, cellular small).
+    /// (ethernet large, wifi medium, cellular small), kept modest because growth is immediate
+    /// once the rate is measured, while a thousand slow phones must not pin large buffers.
     pub fn default_class(self) -> SizeClass {
         match self {
-            InterfaceKind::Loopback | InterfaceKind::Ethernet => class_of(256 << 10),
+            InterfaceKind::Loopback | InterfaceKind::Ethernet => class_of(64 << 10),
             InterfaceKind::Wifi | InterfaceKind::Virtual | InterfaceKind::Unknown => {
-                class_of(64 << 10)
+                class_of(32 << 10)
             }
-            InterfaceKind::Cellular => class_of(32 << 10),
+            InterfaceKind::Cellular => class_of(16 << 10),
         }
     }
 }
@@ -81,9 +82,16 @@ pub fn class_for_rate(bytes_per_sec: f64) -> SizeClass {
 }
 
 /// Where a request starts: the client's measured rate if we have one, else the interface's
-/// default.
-pub fn initial_class(interface: InterfaceKind, client_rate: Option<f64>) -> SizeClass {
-    client_rate.map_or_else(|| interface.default_class(), class_for_rate)
+/// default; never larger than the body it is for, when that is declared.
+pub fn initial_class(
+    interface: InterfaceKind,
+    client_rate: Option<f64>,
+    body_length: Option<u64>,
+) -> SizeClass {
+    let class = client_rate.map_or_else(|| interface.default_class(), class_for_rate);
+    body_length.map_or(class, |len| {
+        class.min(class_of(usize::try_from(len).unwrap_or(usize::MAX)))
+    })
 }
 
 /// Re-sizes a request's buffer from the rate measured while it runs.
@@ -182,12 +190,17 @@ mod tests {
 
     #[test]
     fn interfaces_start_large_wired_and_small_cellular() {
-        let wired = SIZE_CLASSES[initial_class(InterfaceKind::Ethernet, None)];
-        let wifi = SIZE_CLASSES[initial_class(InterfaceKind::Wifi, None)];
-        let cell = SIZE_CLASSES[initial_class(InterfaceKind::Cellular, None)];
+        let wired = SIZE_CLASSES[initial_class(InterfaceKind::Ethernet, None, None)];
+        let wifi = SIZE_CLASSES[initial_class(InterfaceKind::Wifi, None, None)];
+        let cell = SIZE_CLASSES[initial_class(InterfaceKind::Cellular, None, None)];
         assert!(wired > wifi && wifi > cell);
         // A known client's own rate wins over the interface.
-        assert_eq!(initial_class(InterfaceKind::Ethernet, Some(100e3)), 0);
+        assert_eq!(initial_class(InterfaceKind::Ethernet, Some(100e3), None), 0);
+        // A 4 KiB body needs no more than the smallest buffer.
+        assert_eq!(
+            initial_class(InterfaceKind::Ethernet, Some(1e9), Some(4096)),
+            0
+        );
     }
 
     #[test]

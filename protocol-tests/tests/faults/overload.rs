@@ -6,13 +6,16 @@ use protocol_tests::*;
 
 use crate::{assert_complete, assert_prefix, resume_to_end};
 
-/// "With max_buffer_memory = 512KiB (two PATCHes' 256 KiB buffers), hold two PATCHes open
+/// "With max_buffer_memory = 512KiB and buffers fixed at 256 KiB (so two PATCHes take it
+/// all, whatever the adaptive policy would pick), hold two PATCHes open
 /// on two uploads; a third PATCH on a third upload gets 503 with Retry-After within ~3 s;
 /// after the first two are aborted, a PATCH works again."
 #[test]
 fn third_patch_gets_503_when_buffer_memory_is_used_up() {
     needs_spawned_server!();
-    let server = TestServer::spawn_with_config("[limits]\nmax_buffer_memory = \"512KiB\"\n");
+    let server = TestServer::spawn_with_config(
+        "[limits]\nmax_buffer_memory = \"512KiB\"\n[transfer]\nbuffer = \"256KiB\"\n",
+    );
     const LEN: usize = 1024 * 1024;
     const SENT: usize = 300 * 1024;
     let sources: Vec<Vec<u8>> = (0..3).map(|i| pattern(60 + i, LEN)).collect();
