@@ -200,9 +200,17 @@ impl AppState {
     }
 
     /// Store a new upload: bytes first, so a record never points at nothing.
-    pub async fn create_upload(&self, info: UploadInfo) -> Result<UploadInfo> {
+    ///
+    /// `durable_now` false skips the flush for a record that a later commit in the same request
+    /// flushes before the client hears of it (creation-with-upload: one fsync, not two).
+    pub async fn create_upload(&self, info: UploadInfo, durable_now: bool) -> Result<UploadInfo> {
         self.blobs.create(&info.id).await?;
-        if let Err(err) = self.sessions.put(&info).await {
+        let stored = if durable_now {
+            self.sessions.put(&info).await
+        } else {
+            self.sessions.put_lazy(&info).await
+        };
+        if let Err(err) = stored {
             let _ = self.blobs.remove(&info.id).await;
             return Err(err.into());
         }

@@ -70,7 +70,7 @@ pub async fn create_final(
         },
         state: UploadState::Initiated,
     };
-    let info = settle(state, state.create_upload(info).await?).await?;
+    let info = settle(state, state.create_upload(info, true).await?).await?;
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, joined = info.is_finished(), "final upload created");
 

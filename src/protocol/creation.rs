@@ -57,17 +57,22 @@ pub async fn create_upload(
             UploadState::Initiated
         },
     };
-    let mut info = state.create_upload(info).await?;
+    let with_body = super::has_offset_content_type(headers);
+    // With a body, the commit of that body flushes the new record too, before the 201.
+    let mut info = state.create_upload(info, !with_body).await?;
     state.metrics.upload(UploadEvent::Created);
-    tracing::info!(upload = %info.id, length = ?info.length, "upload created");
+    tracing::info!(upload = %info.id, length = info.length.map_or_else(|| "deferred".to_owned(), |l| l.to_string()), "upload created");
 
     let location = super::upload_url(state, headers, &info.id);
-    let with_body = super::has_offset_content_type(headers);
     let mut result = Ok(());
     if with_body {
         // §Creation With Upload: the body is a first PATCH at offset 0.
         let guard = state.lock_for_write(&info.id).await?;
         result = core::receive(state, &mut info, request, body, checksum, &guard).await;
+        if result.is_err() {
+            // Some failures end before any commit; the Location we answer must still hold.
+            state.sessions.flush().await?;
+        }
     }
     let mut response = match result {
         Ok(()) => super::empty(StatusCode::CREATED),

@@ -42,6 +42,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn get(&self, id: &UploadId) -> Result<Option<UploadInfo>, SessionError>;
     /// Store `info` (create or replace), durably as configured, before returning.
     async fn put(&self, info: &UploadInfo) -> Result<(), SessionError>;
+    /// Store `info` without waiting for it to be durable: the next [`put`](Self::put) or
+    /// [`flush`](Self::flush) makes it so. For records no client has been told about yet.
+    async fn put_lazy(&self, info: &UploadInfo) -> Result<(), SessionError>;
     /// Forget `id`.
     async fn remove(&self, id: &UploadId) -> Result<(), SessionError>;
     /// Every record (start-up reconciliation and the expiry sweep).
@@ -210,6 +213,11 @@ impl SessionStore for SledSessionStore {
         if self.durability == Durability::Fsync {
             self.flush().await?;
         }
+        Ok(())
+    }
+
+    async fn put_lazy(&self, info: &UploadInfo) -> Result<(), SessionError> {
+        self.uploads.insert(info.id.as_str(), Self::encode(info)?)?;
         Ok(())
     }
 
