@@ -608,7 +608,7 @@ impl Request {
     /// Like [`Request::send`] but returns I/O errors.
     pub fn try_send(&self) -> std::io::Result<Response> {
         let url = Url::parse(&self.url);
-        let stream = connect(&url);
+        let stream = try_connect(&url)?;
         let mut conn = RawConn {
             stream,
             buf: Vec::new(),
@@ -647,6 +647,12 @@ impl Request {
 }
 
 fn connect(url: &Url) -> TcpStream {
+    try_connect(url).unwrap_or_else(|e| panic!("connecting to {}: {e}", url.authority()))
+}
+
+/// Like [`connect`], but a refused or reset connection is an error, not a panic: a server
+/// killed on purpose (the crash loop) may die while a client is connecting.
+fn try_connect(url: &Url) -> std::io::Result<TcpStream> {
     let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .unwrap_or_else(|e| panic!("resolving {}: {e}", url.authority()))
@@ -655,15 +661,15 @@ fn connect(url: &Url) -> TcpStream {
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
             Ok(s) => {
-                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
                 let _ = s.set_nodelay(true);
-                return s;
+                return Ok(s);
             }
             Err(e) => last = Some(e),
         }
     }
-    panic!("connecting to {}: {:?}", url.authority(), last)
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
 }
 
 /// An open connection on which a request head has been sent.
