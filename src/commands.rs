@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::auth::jwt::Claims;
+use crate::auth::SECRET_ENV;
 use crate::config::{HumanDuration, Settings};
 use crate::session::{SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
@@ -61,6 +63,8 @@ fn open_stores(settings: &Settings) -> Result<(SledSessionStore, FsBlobStore), S
 /// names can be read, and the data directory can be opened.
 pub fn check(settings: &Settings) -> Result<String, String> {
     crate::state::read_admin_token(settings).map_err(|e| e.to_string())?;
+    crate::auth::Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())
+        .map_err(|e| e.to_string())?;
     let dir = &settings.storage.data_dir;
     let note = if dir.join("db").exists() {
         match open_stores(settings) {
@@ -77,6 +81,51 @@ pub fn check(settings: &Settings) -> Result<String, String> {
         settings.server.base_path,
         dir.display()
     ))
+}
+
+/// What `tusk token` puts in a token besides its owner.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// The owner (`sub`).
+    pub sub: String,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// `max_size` claim.
+    pub max_size: Option<u64>,
+    /// `max_uploads` claim (per hour).
+    pub max_uploads: Option<u32>,
+    /// `filetypes` claim.
+    pub filetypes: Vec<String>,
+}
+
+/// `tusk token`: an HS256 token signed with the first key of `secret_file` (or, without
+/// one, of `auth.secret_file` / `TUSK_AUTH_SECRET`).
+///
+/// # Errors
+/// No keys, unreadable keys, or an empty subject.
+pub fn mint_token(
+    settings: &Settings,
+    secret_file: Option<&std::path::Path>,
+    request: &TokenRequest,
+) -> Result<String, String> {
+    let file = secret_file.unwrap_or(&settings.auth.secret_file);
+    let keys = crate::auth::load_keys(file, std::env::var(SECRET_ENV).ok())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| crate::auth::AuthSetupError::NoKeys.to_string())?;
+    if request.sub.trim().is_empty() {
+        return Err("--sub must name the owner".to_owned());
+    }
+    let now = unix_now();
+    let claims = Claims {
+        sub: request.sub.clone(),
+        exp: now.saturating_add(request.ttl.as_secs()),
+        nbf: None,
+        iat: Some(now),
+        max_size: request.max_size,
+        max_uploads: request.max_uploads,
+        filetypes: (!request.filetypes.is_empty()).then(|| request.filetypes.clone()),
+    };
+    Ok(crate::auth::jwt::sign(&claims, keys.signing_key()))
 }
 
 /// `tusk uploads list`: one line per upload (or JSON).

@@ -66,6 +66,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The browser demo page.
     pub demo: DemoSettings,
+    /// Who may do what: tokens, ownership, per-owner limits.
+    pub auth: AuthSettings,
 }
 
 /// `[server]`
@@ -334,6 +336,56 @@ pub struct AdminSettings {
     pub token_file: PathBuf,
 }
 
+/// Whether requests need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches the server may upload (logged loudly at start-up).
+    #[default]
+    Open,
+    /// Every upload request needs an HS256 bearer token; uploads belong to its `sub`.
+    Token,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `open` or `token`.
+    pub mode: AuthMode,
+    /// File of HMAC keys, one per line: `SECRET` or `KID SECRET` (the first one signs).
+    /// Empty: the keys come from the `TUSK_AUTH_SECRET` environment variable, if set.
+    pub secret_file: PathBuf,
+    /// Query parameter a token may also arrive in, for clients that cannot set headers;
+    /// empty = header only.
+    pub query_param: String,
+    /// Clock difference tolerated when checking `exp` and `nbf`.
+    pub clock_skew: HumanDuration,
+    /// Largest upload per owner unless the token says otherwise; 0 = only `limits.max_size`.
+    pub max_upload_size: ByteSize,
+    /// Bytes an owner's unfinished uploads may still announce together; 0 = unlimited.
+    pub max_bytes_in_flight: ByteSize,
+    /// Uploads an owner may create per hour unless the token says otherwise; 0 = unlimited.
+    pub max_uploads_per_hour: u32,
+    /// Longest lifetime of a signed download link.
+    pub link_max_ttl: HumanDuration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            mode: AuthMode::Open,
+            secret_file: PathBuf::new(),
+            query_param: "token".to_owned(),
+            clock_skew: HumanDuration(Duration::from_secs(30)),
+            max_upload_size: ByteSize(0),
+            max_bytes_in_flight: ByteSize(0),
+            max_uploads_per_hour: 0,
+            link_max_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
 /// Overrides given on the command line (None = not given).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -345,6 +397,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--base-path`
     pub base_path: Option<String>,
+    /// `--auth-secret-file` (also turns token mode on)
+    pub auth_secret_file: Option<PathBuf>,
 }
 
 /// Environment variables of this form override config keys: `TUSK_LIMITS__MAX_SIZE=1GiB`.
@@ -409,6 +463,10 @@ impl Settings {
         }
         if let Some(base) = &overrides.base_path {
             self.server.base_path.clone_from(base);
+        }
+        if let Some(file) = &overrides.auth_secret_file {
+            self.auth.secret_file.clone_from(file);
+            self.auth.mode = AuthMode::Token;
         }
     }
 

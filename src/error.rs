@@ -83,6 +83,27 @@ pub enum TusError {
     /// The data directory is full.
     #[error("insufficient storage")]
     InsufficientStorage,
+    /// The request carries no token and needs one.
+    #[error("a bearer token is required (Authorization: Bearer ...)")]
+    TokenRequired,
+    /// The token is not valid (malformed, expired, wrongly signed ...).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token is valid but does not open this upload, or the action is not allowed to it.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The owner created too many uploads in the last hour.
+    #[error("too many uploads created in the last hour; retry in {retry_after} seconds")]
+    RateLimited {
+        /// Seconds until one more creation is allowed.
+        retry_after: u64,
+    },
+    /// The owner's unfinished uploads would announce more bytes than allowed.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The upload is not in a state that allows this request.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The session store failed.
     #[error("session store failure")]
     Session(#[from] SessionError),
@@ -128,6 +149,12 @@ impl TusError {
             | TusError::BodyInterrupted(_)
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TusError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            TusError::TokenRequired | TusError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            TusError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TusError::RateLimited { .. } | TusError::QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            TusError::Conflict(_) => StatusCode::CONFLICT,
             TusError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             TusError::Session(_) | TusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +181,12 @@ impl TusError {
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
             TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
             TusError::Overloaded => "ERR_SERVER_BUSY",
+            TusError::TokenRequired => "ERR_TOKEN_REQUIRED",
+            TusError::Unauthorized(_) => "ERR_INVALID_TOKEN",
+            TusError::Forbidden(_) => "ERR_FORBIDDEN",
+            TusError::RateLimited { .. } => "ERR_RATE_LIMITED",
+            TusError::QuotaExceeded(_) => "ERR_QUOTA_EXCEEDED",
+            TusError::Conflict(_) => "ERR_CONFLICT",
             TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",
@@ -193,6 +226,28 @@ impl TusError {
             | TusError::RequestDeadline(_)
             | TusError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            TusError::QuotaExceeded(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            TusError::RateLimited { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            TusError::TokenRequired => {
+                headers.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tusk\""),
+                );
+            }
+            TusError::Unauthorized(reason) => {
+                // RFC 6750 §3: say which scheme, and why the token was refused.
+                let challenge = format!(
+                    "Bearer realm=\"tusk\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace(['"', '\\'], "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

@@ -10,6 +10,7 @@
 //! - [`session`] — upload records in sled, per-upload locks, the expiry sweeper (only this
 //!   module imports sled).
 //! - [`storage`] — upload bytes, one file per upload.
+//! - [`auth`] — HS256 tokens, key rotation, signed download links, per-owner limits.
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
 //! - [`error`] — the one error type at the HTTP edge.
@@ -18,6 +19,7 @@
 //!
 //! Invariant: the offset stored for an upload never exceeds the bytes durably written for it.
 
+pub mod auth;
 pub mod checksum;
 pub mod commands;
 pub mod config;

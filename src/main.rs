@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use tusk::commands::{self, Filter};
-use tusk::config::{Overrides, Settings};
+use tusk::config::{ByteSize, HumanDuration, Overrides, Settings};
 use tusk::{server, telemetry, AppState};
 
 /// A resumable upload server speaking the tus protocol 1.0.0.
@@ -43,6 +43,9 @@ struct Common {
     /// URL path of the upload endpoint [default: /files/].
     #[arg(long, env = "TUSK_BASE_PATH", global = true)]
     base_path: Option<String>,
+    /// HMAC key file (one key per line: SECRET or KID SECRET); turns token mode on.
+    #[arg(long, global = true)]
+    auth_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +55,30 @@ enum Command {
     /// Inspect or clean up uploads while the server is stopped.
     #[command(subcommand)]
     Uploads(UploadsCommand),
+    /// Print a bearer token (HS256 JWT) for an owner.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Key file to sign with (its first key) [default: auth.secret_file, or TUSK_AUTH_SECRET].
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// The owner the token names.
+    #[arg(long)]
+    sub: String,
+    /// How long the token is valid, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Largest upload the token may create, e.g. 100MiB.
+    #[arg(long)]
+    max_size: Option<String>,
+    /// Uploads the owner may create per hour.
+    #[arg(long)]
+    max_uploads: Option<u32>,
+    /// Allowed `filetype` metadata values, e.g. image/* (repeatable).
+    #[arg(long = "filetype")]
+    filetypes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +118,7 @@ fn main() -> ExitCode {
         port: cli.common.port,
         data_dir: cli.common.data_dir.clone(),
         base_path: cli.common.base_path.clone(),
+        auth_secret_file: cli.common.auth_secret_file.clone(),
     };
     let settings = match Settings::load(cli.common.config.as_deref(), std::env::vars(), &overrides)
     {
@@ -119,6 +147,10 @@ fn main() -> ExitCode {
             runtime.block_on(serve(settings)).map_err(|e| e.to_string())
         }
         Some(Command::Check) => commands::check(&settings).map(|note| println!("{note}")),
+        Some(Command::Token(args)) => token_request(&args).and_then(|request| {
+            commands::mint_token(&settings, args.secret_file.as_deref(), &request)
+                .map(|token| println!("{token}"))
+        }),
         Some(Command::Uploads(UploadsCommand::List { filter, json })) => runtime.block_on(
             commands::list(&settings, &filter.into(), json, &mut std::io::stdout()),
         ),
@@ -145,6 +177,24 @@ impl From<FilterArgs> for Filter {
             older_than: args.older_than,
         }
     }
+}
+
+fn token_request(args: &TokenArgs) -> Result<commands::TokenRequest, String> {
+    Ok(commands::TokenRequest {
+        sub: args.sub.clone(),
+        ttl: HumanDuration::parse(&args.ttl)
+            .map_err(|e| format!("--ttl: {e}"))?
+            .0,
+        max_size: args
+            .max_size
+            .as_deref()
+            .map(ByteSize::parse)
+            .transpose()
+            .map_err(|e| format!("--max-size: {e}"))?
+            .map(|size| size.0),
+        max_uploads: args.max_uploads,
+        filetypes: args.filetypes.clone(),
+    })
 }
 
 fn fail(message: String) -> ExitCode {

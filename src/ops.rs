@@ -2,8 +2,9 @@
 //! `/admin/` (off by default, bearer-token protected).
 //!
 //! Admin API (JSON):
-//! - `GET /admin/uploads?state=interrupted&older_than=30m` list uploads (filters optional;
-//!   `state` is a lifecycle name, `expired` included; `older_than` compares creation time)
+//! - `GET /admin/uploads?state=interrupted&owner=alice&older_than=30m` list uploads (filters
+//!   optional; `state` is a lifecycle name, `expired` included; `owner` a token subject;
+//!   `older_than` compares creation time)
 //! - `GET /admin/uploads/{id}` one upload
 //! - `POST /admin/uploads/{id}/expire` make it expire now (the sweeper deletes it)
 //! - `DELETE /admin/uploads/{id}` delete it now
@@ -175,6 +176,7 @@ pub async fn admin(
 
 async fn list_uploads(state: &AppState, query: &str) -> Result<Response, TusError> {
     let mut wanted_state = None;
+    let mut wanted_owner = None;
     let mut older_than = None;
     for (key, value) in query
         .split('&')
@@ -183,6 +185,7 @@ async fn list_uploads(state: &AppState, query: &str) -> Result<Response, TusErro
     {
         match key {
             "state" => wanted_state = Some(value.to_owned()),
+            "owner" => wanted_owner = Some(value.to_owned()),
             "older_than" => {
                 older_than = Some(
                     HumanDuration::parse(value)
@@ -193,7 +196,11 @@ async fn list_uploads(state: &AppState, query: &str) -> Result<Response, TusErro
                         .as_secs(),
                 );
             }
-            _ => return Err(TusError::BadRequest("filters are state and older_than")),
+            _ => {
+                return Err(TusError::BadRequest(
+                    "filters are state, owner and older_than",
+                ))
+            }
         }
     }
     let now = unix_now();
@@ -205,6 +212,7 @@ async fn list_uploads(state: &AppState, query: &str) -> Result<Response, TusErro
             info,
         })
         .filter(|v| wanted_state.as_deref().is_none_or(|s| s == v.lifecycle))
+        .filter(|v| wanted_owner.is_none() || v.info.owner == wanted_owner)
         .filter(|v| older_than.is_none_or(|age| v.info.created_at + age <= now))
         .collect();
     json(&views)

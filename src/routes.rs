@@ -22,8 +22,8 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    core, creation, download, header_str, termination, BodyStream, RequestParts, METHOD_OVERRIDE,
-    TUS_RESUMABLE, TUS_VERSION,
+    access, core, creation, download, header_str, termination, BodyStream, RequestParts,
+    METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
@@ -40,7 +40,8 @@ Upload-Draft-Interop-Version";
 /// Response headers browser code may read.
 const CORS_EXPOSE_HEADERS: &str = "Upload-Offset, Location, Upload-Length, Tus-Version, \
 Tus-Resumable, Tus-Max-Size, Tus-Extension, Upload-Metadata, Upload-Defer-Length, \
-Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag";
+Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag, \
+WWW-Authenticate, Retry-After";
 
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +60,8 @@ enum Resource {
     Endpoint,
     /// `{base}{id}` with a valid id.
     Upload(UploadId),
+    /// `{base}{id}/link`: where an owner asks for a signed download link.
+    UploadLink(UploadId),
     /// `{base}{something}` that is no id of ours.
     NoSuchUpload,
     /// Anything else.
@@ -84,11 +87,14 @@ impl Resource {
         if path == base || Some(path) == base.strip_suffix('/') {
             return Resource::Endpoint;
         }
-        match path.strip_prefix(base) {
-            Some(tail) => UploadId::parse(tail.strip_suffix('/').unwrap_or(tail))
-                .map_or(Resource::NoSuchUpload, Resource::Upload),
-            None => Resource::Elsewhere,
+        let Some(tail) = path.strip_prefix(base) else {
+            return Resource::Elsewhere;
+        };
+        if let Some(id) = tail.strip_suffix("/link") {
+            return UploadId::parse(id).map_or(Resource::NoSuchUpload, Resource::UploadLink);
         }
+        UploadId::parse(tail.strip_suffix('/').unwrap_or(tail))
+            .map_or(Resource::NoSuchUpload, Resource::Upload)
     }
 }
 
@@ -117,6 +123,7 @@ pub fn routes(
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
+                    principal: None,
                 };
                 let path = path.as_str().to_owned();
                 // Its own task: if hyper drops this request (the client vanished), the upload
@@ -161,7 +168,7 @@ async fn handle(
     method: Method,
     path: String,
     query: String,
-    request: RequestParts,
+    mut request: RequestParts,
     body: BodyStream,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -171,12 +178,13 @@ async fn handle(
         method = %method,
         path = %path,
         remote = tracing::field::Empty,
+        owner = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
     if let Some(conn) = request.conn {
         span.record("remote", tracing::field::display(conn.remote.ip()));
     }
-    let response = dispatch(&state, &method, &path, &query, &request, body)
+    let response = dispatch(&state, &method, &path, &query, &mut request, body)
         .instrument(span.clone())
         .await
         .unwrap_or_else(TusError::into_response);
@@ -198,7 +206,7 @@ async fn dispatch(
     method: &Method,
     path: &str,
     query: &str,
-    request: &RequestParts,
+    request: &mut RequestParts,
     body: BodyStream,
 ) -> Result<Response, TusError> {
     let headers = &request.headers;
@@ -217,23 +225,78 @@ async fn dispatch(
         Resource::Metrics | Resource::Admin(_) | Resource::Demo(_) | Resource::Elsewhere => {
             Err(TusError::RouteNotFound)
         }
-        Resource::Endpoint | Resource::Upload(_) if method == Method::OPTIONS => {
+        // Before any token or id is looked at: OPTIONS only describes the server (and is
+        // what browsers send as a CORS preflight, without credentials).
+        Resource::Endpoint
+        | Resource::Upload(_)
+        | Resource::UploadLink(_)
+        | Resource::NoSuchUpload
+            if method == Method::OPTIONS =>
+        {
             Ok(core::server_info(state))
         }
+        tus => tus_request(state, method, tus, query, request, body).await,
+    }
+}
+
+/// The tus resources: authenticate, check ownership, then the handler for the method.
+async fn tus_request(
+    state: &AppState,
+    method: Method,
+    resource: Resource,
+    query: &str,
+    request: &mut RequestParts,
+    body: BodyStream,
+) -> Result<Response, TusError> {
+    // A signed download link opens GET of its own upload without a token.
+    let linked = match (&resource, &method) {
+        (Resource::Upload(id), &Method::GET) => access::download_link(state, id, query)?.is_some(),
+        _ => false,
+    };
+    if !linked {
+        request.principal = access::authenticate(state, &request.headers, query)?;
+    }
+    if let Some(principal) = &request.principal {
+        tracing::Span::current().record("owner", principal.owner.as_str());
+    }
+    let request = &*request;
+    let headers = &request.headers;
+    let principal = request.principal.as_ref();
+    match resource {
         Resource::Endpoint if method == Method::POST => {
             creation::create_upload(state, request, body).await
         }
-        Resource::Endpoint => Err(TusError::MethodNotAllowed),
-        // Before the id is looked at: an OPTIONS or a bad id both say nothing about uploads.
-        Resource::NoSuchUpload if method == Method::OPTIONS => Ok(core::server_info(state)),
-        Resource::NoSuchUpload => Err(TusError::NotFound),
-        Resource::Upload(id) => match method {
-            Method::HEAD => core::upload_offset(state, id, headers).await,
-            Method::PATCH => core::append_chunk(state, id, request, body).await,
-            Method::DELETE => termination::terminate_upload(state, id, headers).await,
-            Method::GET => download::download(state, id, headers).await,
+        Resource::Endpoint => match (method, principal) {
+            (Method::GET, Some(principal)) => {
+                access::list_own_uploads(state, principal, headers).await
+            }
             _ => Err(TusError::MethodNotAllowed),
         },
+        Resource::NoSuchUpload => Err(TusError::NotFound),
+        Resource::UploadLink(id) => match (method, principal) {
+            (Method::POST, Some(principal)) => {
+                access::authorize(state, &id, Some(principal)).await?;
+                access::create_link(state, &id, headers, query).await
+            }
+            _ => Err(TusError::MethodNotAllowed),
+        },
+        Resource::Upload(id) => {
+            access::authorize(state, &id, principal).await?;
+            match method {
+                Method::HEAD => core::upload_offset(state, id, headers).await,
+                Method::PATCH => core::append_chunk(state, id, request, body).await,
+                Method::DELETE => termination::terminate_upload(state, id, headers).await,
+                Method::GET => download::download(state, id, headers).await,
+                _ => Err(TusError::MethodNotAllowed),
+            }
+        }
+        // Answered by `dispatch` before authentication.
+        Resource::Healthz
+        | Resource::Readyz
+        | Resource::Metrics
+        | Resource::Admin(_)
+        | Resource::Demo(_)
+        | Resource::Elsewhere => Err(TusError::RouteNotFound),
     }
 }
 

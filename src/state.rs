@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
 use crate::config::Settings;
 use crate::error::{Result, TusError};
 use crate::metrics::Metrics;
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The upload directory would not open.
     #[error("cannot open the upload directory: {0}")]
     Storage(#[from] StoreError),
+    /// Token mode without usable keys.
+    #[error("{0}")]
+    Auth(#[from] AuthSetupError),
     /// The admin token file is missing or empty.
     #[error("cannot read admin.token_file {path}: {reason}")]
     AdminToken {
@@ -99,6 +103,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The admin API's bearer token, when the admin API is enabled.
     pub admin_token: Option<Secret>,
+    /// Token verification, link signing and per-owner accounting.
+    pub auth: Arc<Authority>,
 }
 
 impl AppState {
@@ -113,7 +119,12 @@ impl AppState {
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
         let admin_token = read_admin_token(&settings)?;
+        let auth = Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())?;
+        if !auth.requires_token() {
+            tracing::warn!("auth.mode = \"open\": anyone who can reach this server may create, read and delete uploads; set auth.mode = \"token\" (or --auth-secret-file) for anything but a trusted network");
+        }
         let state = AppState {
+            auth: Arc::new(auth),
             admin_token,
             pool,
             profiles: ClientProfiles::default(),
@@ -135,8 +146,15 @@ impl AppState {
     async fn reconcile(&self) -> Result<(), StartError> {
         let records = self.sessions.all().await?;
         let mut known = std::collections::HashSet::with_capacity(records.len());
+        let now = unix_now();
         for mut info in records {
             known.insert(info.id.clone());
+            if let Some(owner) = &info.owner {
+                let finished = info.is_finished();
+                self.auth
+                    .ledger
+                    .restore(owner, info.id.clone(), info.created_at, finished, now);
+            }
             let stored = match self.blobs.len(&info.id).await {
                 Ok(len) => len,
                 Err(StoreError::NotFound) => {

@@ -125,6 +125,9 @@ pub struct UploadInfo {
     /// Lifecycle state (records written before it existed read as `initiated`).
     #[serde(default)]
     pub state: UploadState,
+    /// The token subject that created it; `None` when created in open mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl UploadInfo {

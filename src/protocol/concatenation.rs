@@ -11,7 +11,7 @@ use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
-use super::{creation, expiration, headers::Metadata, UPLOAD_LENGTH};
+use super::{access, creation, expiration, headers::Metadata, RequestParts, UPLOAD_LENGTH};
 use crate::error::{Result, TusError};
 use crate::metrics::UploadEvent;
 use crate::state::AppState;
@@ -20,10 +20,12 @@ use crate::upload::{unix_now, Concat, UploadId, UploadInfo, UploadState};
 /// POST `{base}` with `Upload-Concat: final;<urls>`.
 pub async fn create_final(
     state: &AppState,
-    headers: &HeaderMap,
+    request: &RequestParts,
     urls: &[String],
     metadata: Metadata,
 ) -> Result<Response> {
+    let headers = &request.headers;
+    let principal = request.principal.as_ref();
     if headers.contains_key(UPLOAD_LENGTH) {
         return Err(TusError::BadRequest(
             "a final upload must not carry Upload-Length",
@@ -46,6 +48,11 @@ pub async fn create_final(
                 "Upload-Concat names an upload that is not partial",
             ));
         }
+        if principal.is_some_and(|p| !access::owned_by(&part, p)) {
+            return Err(TusError::Forbidden(
+                "only the owner of a partial upload may concatenate it",
+            ));
+        }
         length = match (length, part.length) {
             (Some(sum), Some(len)) => Some(sum.checked_add(len).ok_or_else(|| {
                 TusError::TooLarge("the parts together are too large".to_owned())
@@ -56,6 +63,11 @@ pub async fn create_final(
     }
     if let Some(total) = length {
         creation::check_max_size(state, total)?;
+    }
+    // The parts already count as the owner's bytes in flight: the final adds nothing new.
+    let owner = access::admit_creation(state, principal, None, &metadata).await?;
+    if let (Some(principal), Some(total)) = (principal, length) {
+        access::check_owner_size(principal, total)?;
     }
     let info = UploadInfo {
         id: UploadId::random(),
@@ -69,6 +81,7 @@ pub async fn create_final(
             joined: false,
         },
         state: UploadState::Initiated,
+        owner,
     };
     let info = settle(state, state.create_upload(info, true).await?).await?;
     state.metrics.upload(UploadEvent::Created);

@@ -137,7 +137,7 @@ pub async fn append_chunk(
         });
     }
     if let Some(length) = declared_length {
-        creation::declare_length(state, &mut info, length)?;
+        creation::declare_length(state, request.principal.as_ref(), &mut info, length)?;
     }
     receive(state, &mut info, request, body, checksum, &guard).await?;
 

@@ -9,10 +9,11 @@ use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::{
-    checksum, concatenation, core, expiration, header_str, headers, set_header, BodyStream,
+    access, checksum, concatenation, core, expiration, header_str, headers, set_header, BodyStream,
     RequestParts, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA,
     UPLOAD_OFFSET,
 };
+use crate::auth::Principal;
 use crate::error::{Result, TusError};
 use crate::metrics::UploadEvent;
 use crate::protocol::headers::{ConcatRequest, Metadata};
@@ -34,7 +35,7 @@ pub async fn create_upload(
     state.check_free_space()?;
     let role = match concat {
         Some(ConcatRequest::Final(urls)) => {
-            return concatenation::create_final(state, headers, &urls, metadata).await;
+            return concatenation::create_final(state, request, &urls, metadata).await;
         }
         Some(ConcatRequest::Partial) => Concat::Partial,
         None => Concat::None,
@@ -42,6 +43,8 @@ pub async fn create_upload(
     let length = requested_length(state, headers)?;
     // Validate the checksum header before anything is created.
     let checksum = checksum::requested(headers)?;
+    let owner =
+        access::admit_creation(state, request.principal.as_ref(), length, &metadata).await?;
 
     let info = UploadInfo {
         id: UploadId::random(),
@@ -56,10 +59,14 @@ pub async fn create_upload(
         } else {
             UploadState::Initiated
         },
+        owner,
     };
     let with_body = super::has_offset_content_type(headers);
     // With a body, the commit of that body flushes the new record too, before the 201.
     let mut info = state.create_upload(info, !with_body).await?;
+    if let (Some(owner), false) = (&info.owner, info.is_finished()) {
+        state.auth.ledger.started(owner, info.id.clone());
+    }
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, length = info.length.map_or_else(|| "deferred".to_owned(), |l| l.to_string()), "upload created");
 
@@ -143,7 +150,12 @@ pub fn parse_metadata(state: &AppState, headers: &HeaderMap) -> Result<Metadata>
 ///
 /// # Errors
 /// 400 when the length changes or is below the offset; 413 over Tus-Max-Size.
-pub fn declare_length(state: &AppState, info: &mut UploadInfo, length: u64) -> Result<()> {
+pub fn declare_length(
+    state: &AppState,
+    principal: Option<&Principal>,
+    info: &mut UploadInfo,
+    length: u64,
+) -> Result<()> {
     match info.length {
         Some(known) if known == length => Ok(()),
         Some(_) => Err(TusError::BadRequest(
@@ -154,6 +166,9 @@ pub fn declare_length(state: &AppState, info: &mut UploadInfo, length: u64) -> R
         )),
         None => {
             check_max_size(state, length)?;
+            if let Some(principal) = principal {
+                access::check_owner_size(principal, length)?;
+            }
             info.length = Some(length);
             Ok(())
         }

@@ -1,5 +1,6 @@
 //! The tus protocol 1.0.0, one file per section of the spec.
 //!
+//! - [`access`] — bearer tokens, ownership, download links, per-owner limits.
 //! - [`headers`] — pure parsing and formatting of header values.
 //! - [`core`] — OPTIONS, HEAD, PATCH.
 //! - [`creation`] — POST, creation-with-upload, creation-defer-length.
@@ -12,6 +13,7 @@
 //! Handlers take the [`AppState`] and the parts of the request they need, and return
 //! `Result<Response, TusError>`; [`crate::routes`] picks the handler and decorates every response.
 
+pub mod access;
 pub mod checksum;
 pub mod concatenation;
 pub mod core;
@@ -86,6 +88,8 @@ pub struct RequestParts {
     pub trailers: TrailerSlot,
     /// The connection it arrived on (absent when served outside [`crate::server`]).
     pub conn: Option<ConnInfo>,
+    /// Who sent it, once authenticated (`None` in open mode).
+    pub principal: Option<crate::auth::Principal>,
 }
 
 /// Refuse requests without `Tus-Resumable: 1.0.0` (§Core "Tus-Resumable": 412).

@@ -101,6 +101,7 @@ mod tests {
                 expires_at,
                 concat: Concat::None,
                 state: crate::upload::UploadState::Initiated,
+                owner: None,
             };
             blobs.create(&info.id).await.unwrap();
             sessions.put(&info).await.unwrap();

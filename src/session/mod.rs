@@ -263,6 +263,7 @@ mod tests {
             expires_at: Some(2),
             concat: Concat::None,
             state: crate::upload::UploadState::Initiated,
+            owner: None,
         }
     }
 
