@@ -10,7 +10,8 @@
 //! Flags: `--chunk-size SIZE` (bytes per PATCH; `8MiB` by default; takes `512KiB`, `16MiB`, `1GiB`,
 //! `10MB` or a plain number), `--checksum sha256|sha1` (an `Upload-Checksum` header on every PATCH),
 //! `--parallel N` (N partial uploads sent concurrently, then joined with `Upload-Concat: final;…`),
-//! `--state-dir DIR` (where resume state is kept, see below).
+//! `--state-dir DIR` (where resume state is kept, see below), `--token TOKEN` (or `TUSK_TOKEN`: a
+//! bearer token for a server in token mode, from `tusk token`).
 //!
 //! What it does:
 //!
@@ -109,6 +110,9 @@ struct Args {
     /// Where resume state is kept (default: $XDG_STATE_HOME/tusk-upload or ~/.local/state/tusk-upload).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Bearer token for a server in token mode (see `tusk token`).
+    #[arg(long, env = "TUSK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Checksum algorithms the client can send (tus checksum extension names).
@@ -242,6 +246,8 @@ struct Ctx {
     chunk_size: u64,
     /// Checksum sent with each PATCH, if any.
     checksum: Option<Algorithm>,
+    /// `Authorization: Bearer ...` for every request, if given.
+    authorization: Option<http::HeaderValue>,
     /// `(start, length)` of each part within the file.
     ranges: Vec<(u64, u64)>,
     /// The remembered state, written to `state_path` on every change.
@@ -355,10 +361,14 @@ fn empty() -> Body {
 /// counted by `moved` (the request body bumps it). Returns status, headers and the body text.
 async fn exchange(
     ctx: &Ctx,
-    req: Request<Body>,
+    mut req: Request<Body>,
     moved: &AtomicU64,
     stall: Duration,
 ) -> Result<(StatusCode, HeaderMap, String), Failure> {
+    if let Some(value) = &ctx.authorization {
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, value.clone());
+    }
     let response = ctx.client.request(req);
     tokio::pin!(response);
     let mut seen = moved.load(Ordering::Relaxed);
@@ -887,6 +897,17 @@ async fn run(args: Args) -> Result<String, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let authorization = match args
+        .token
+        .as_deref()
+        .map(|t| format!("Bearer {}", t.trim()))
+    {
+        Some(value) => match http::HeaderValue::from_str(&value) {
+            Ok(value) => Some(value),
+            Err(_) => return Err("--token is not a valid header value".to_owned()),
+        },
+        None => None,
+    };
     let ctx = Arc::new(Ctx {
         client,
         endpoint,
@@ -897,6 +918,7 @@ async fn run(args: Args) -> Result<String, String> {
         file: path,
         chunk_size: args.chunk_size,
         checksum: args.checksum,
+        authorization,
         progress: Progress {
             bar,
             parts: Arc::new(ranges.iter().map(|_| AtomicU64::new(0)).collect()),
