@@ -263,8 +263,10 @@ async fn tus_request(
     let headers = &request.headers;
     let principal = request.principal.as_ref();
     match resource {
+        // Boxed: the data paths' futures are large, and every request's future is moved
+        // into its own task; a HEAD should not pay for copying a PATCH's state around.
         Resource::Endpoint if method == Method::POST => {
-            creation::create_upload(state, request, body).await
+            Box::pin(creation::create_upload(state, request, body)).await
         }
         Resource::Endpoint => match (method, principal) {
             (Method::GET, Some(principal)) => {
@@ -284,7 +286,7 @@ async fn tus_request(
             access::authorize(state, &id, principal).await?;
             match method {
                 Method::HEAD => core::upload_offset(state, id, headers).await,
-                Method::PATCH => core::append_chunk(state, id, request, body).await,
+                Method::PATCH => Box::pin(core::append_chunk(state, id, request, body)).await,
                 Method::DELETE => termination::terminate_upload(state, id, headers).await,
                 Method::GET => download::download(state, id, headers).await,
                 _ => Err(TusError::MethodNotAllowed),

@@ -64,7 +64,15 @@ pub struct SledSessionStore {
     uploads: sled::Tree,
     durability: Durability,
     flusher: GroupCommit,
+    /// Decoded records of recently used uploads: a HEAD (the call every resuming client makes,
+    /// often many times) then costs a clone instead of a sled lookup and a JSON decode. Every
+    /// change of the tree happens under this mutex, and so does filling it after a miss, so it
+    /// can never hold a record older than the tree's.
+    recent: std::sync::Mutex<lru::LruCache<UploadId, UploadInfo>>,
 }
+
+/// How many decoded records [`SledSessionStore`] keeps (a few MiB at most).
+const RECENT_RECORDS: usize = 4096;
 
 /// One sled flush at a time, shared by everyone who waits.
 ///
@@ -172,6 +180,9 @@ impl SledSessionStore {
             uploads,
             durability,
             flusher: GroupCommit::default(),
+            recent: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(RECENT_RECORDS).expect("non-zero"),
+            )),
         })
     }
 
@@ -182,6 +193,25 @@ impl SledSessionStore {
             message: e.to_string(),
         })?;
         Ok(bytes)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, lru::LruCache<UploadId, UploadInfo>> {
+        // Poisoned only by a panic between a tree change and the cache update: clear it, so
+        // the next reads go to the tree.
+        self.recent.lock().unwrap_or_else(|poisoned| {
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
+    }
+
+    /// Store `info` in the tree and the cache, in one step as seen by readers.
+    fn insert(&self, info: &UploadInfo) -> Result<(), SessionError> {
+        let bytes = Self::encode(info)?;
+        let mut recent = self.recent();
+        self.uploads.insert(info.id.as_str(), bytes)?;
+        recent.put(info.id.clone(), info.clone());
+        Ok(())
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<UploadInfo, SessionError> {
@@ -202,14 +232,23 @@ impl SledSessionStore {
 #[async_trait]
 impl SessionStore for SledSessionStore {
     async fn get(&self, id: &UploadId) -> Result<Option<UploadInfo>, SessionError> {
-        self.uploads
+        let mut recent = self.recent();
+        if let Some(info) = recent.get(id) {
+            return Ok(Some(info.clone()));
+        }
+        let found = self
+            .uploads
             .get(id.as_str())?
             .map(|bytes| Self::decode(id.as_str().as_bytes(), &bytes))
-            .transpose()
+            .transpose()?;
+        if let Some(info) = &found {
+            recent.put(id.clone(), info.clone());
+        }
+        Ok(found)
     }
 
     async fn put(&self, info: &UploadInfo) -> Result<(), SessionError> {
-        self.uploads.insert(info.id.as_str(), Self::encode(info)?)?;
+        self.insert(info)?;
         if self.durability == Durability::Fsync {
             self.flush().await?;
         }
@@ -217,12 +256,15 @@ impl SessionStore for SledSessionStore {
     }
 
     async fn put_lazy(&self, info: &UploadInfo) -> Result<(), SessionError> {
-        self.uploads.insert(info.id.as_str(), Self::encode(info)?)?;
-        Ok(())
+        self.insert(info)
     }
 
     async fn remove(&self, id: &UploadId) -> Result<(), SessionError> {
-        self.uploads.remove(id.as_str())?;
+        {
+            let mut recent = self.recent();
+            self.uploads.remove(id.as_str())?;
+            recent.pop(id);
+        }
         if self.durability == Durability::Fsync {
             self.flush().await?;
         }
@@ -322,6 +364,52 @@ mod tests {
         assert!(
             err.to_string().contains("unknown record version 9"),
             "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_never_see_an_older_record_than_the_last_write() {
+        // Readers fill the cache after misses while writers move offsets forward; every read
+        // must be at least the offset whose put had returned before the read began.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(SledSessionStore::open(dir.path(), Durability::Relaxed).unwrap());
+        let mut info = record(0);
+        info.length = Some(1_000_000);
+        store.put(&info).await.unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, done, id) = (store.clone(), done.clone(), info.id.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let floor = done.load(std::sync::atomic::Ordering::SeqCst);
+                        let seen = store.get(&id).await.unwrap().unwrap().offset;
+                        assert!(seen >= floor, "read offset {seen} after {floor} was stored");
+                        if floor >= 2000 {
+                            break;
+                        }
+                        if seen % 7 == 0 {
+                            // Evict now and then, so reads also go through misses.
+                            store.recent().pop(&id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for offset in 1..=2000 {
+            info.offset = offset;
+            store.put_lazy(&info).await.unwrap();
+            done.store(offset, std::sync::atomic::Ordering::SeqCst);
+        }
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        store.remove(&info.id).await.unwrap();
+        assert_eq!(
+            store.get(&info.id).await.unwrap(),
+            None,
+            "removed means gone"
         );
     }
 }
