@@ -71,6 +71,27 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 pub trait BlobWriter: Send + fmt::Debug {
     /// Write all of `buf` at `offset`; the buffer comes back for reuse whatever happened.
     async fn write_at(&mut self, buf: BytesMut, offset: u64) -> (BytesMut, Result<(), StoreError>);
+    /// Write `head` then `tail` contiguously at `offset`; `head` comes back for reuse.
+    ///
+    /// The PATCH path hands a large body frame over as `tail` where it lies, instead of
+    /// copying it into `head` first. Stores that cannot write both in one go get this default:
+    /// two writes, the second through a copy.
+    async fn write_pair_at(
+        &mut self,
+        head: BytesMut,
+        tail: Bytes,
+        offset: u64,
+    ) -> (BytesMut, Result<(), StoreError>) {
+        let head_len = head.len() as u64;
+        let (head, result) = self.write_at(head, offset).await;
+        if result.is_err() || tail.is_empty() {
+            return (head, result);
+        }
+        let (_, result) = self
+            .write_at(BytesMut::from(&tail[..]), offset + head_len)
+            .await;
+        (head, result)
+    }
     /// Make every byte written so far durable.
     async fn sync(&mut self) -> Result<(), StoreError>;
 }
