@@ -188,6 +188,7 @@ pub async fn receive(
     let first = info.offset;
     let began = std::time::Instant::now();
 
+    let mut checkpoint = Checkpoint::Idle;
     let (start, outcome) = loop {
         let start = info.offset;
         let plan = AppendPlan {
@@ -211,8 +212,11 @@ pub async fn receive(
             break (start, outcome);
         }
         let at = start + outcome.written;
-        commit(state, info, writer.as_mut(), at, UploadState::Uploading).await?;
+        checkpoint.finish().await?;
+        checkpoint = Checkpoint::start(state, info, writer.as_mut(), at).await?;
     };
+    // Before anything else is stored: a later commit must never be overtaken by this one.
+    checkpoint.finish().await?;
     // The body is over, whatever ended it. Marking the holder as stopping makes a HEAD that
     // arrives during the commit below (a client re-syncing right after a cut) wait for it.
     stop.cancel();
@@ -331,6 +335,59 @@ async fn commit(
     if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
         writer.sync().await?;
     }
+    advance(state, info, offset, next);
+    state.sessions.put(info).await?;
+    Ok(())
+}
+
+/// A mid-body commit. With fsync durability the sync and the store run in the background
+/// while the body keeps arriving (a checkpoint used to stall the socket for the whole
+/// fdatasync); `info` moves ahead in memory at once, the stored record only once its bytes
+/// are durable. At most one is in flight, and [`Checkpoint::finish`] must be awaited before
+/// the next commit of the same upload.
+enum Checkpoint {
+    /// Nothing in flight.
+    Idle,
+    /// Syncing, then storing the record it carries.
+    Running(tokio::task::JoinHandle<Result<()>>),
+}
+
+impl Checkpoint {
+    async fn start(
+        state: &AppState,
+        info: &mut UploadInfo,
+        writer: &mut dyn BlobWriter,
+        offset: u64,
+    ) -> Result<Checkpoint> {
+        let background = (state.settings.storage.durability == Durability::Fsync)
+            .then(|| writer.background_sync())
+            .flatten();
+        let Some(sync) = background else {
+            commit(state, info, writer, offset, UploadState::Uploading).await?;
+            return Ok(Checkpoint::Idle);
+        };
+        advance(state, info, offset, UploadState::Uploading);
+        let (record, sessions) = (info.clone(), state.sessions.clone());
+        Ok(Checkpoint::Running(tokio::spawn(async move {
+            sync.await?;
+            sessions.put(&record).await?;
+            Ok(())
+        })))
+    }
+
+    /// Wait for the checkpoint in flight, if any.
+    async fn finish(&mut self) -> Result<()> {
+        match std::mem::replace(self, Checkpoint::Idle) {
+            Checkpoint::Idle => Ok(()),
+            Checkpoint::Running(task) => task
+                .await
+                .map_err(|join| TusError::Storage(std::io::Error::other(join).into()))?,
+        }
+    }
+}
+
+/// Move `info` to `offset` in memory (state, expiry, metrics); storing it is the caller's.
+fn advance(state: &AppState, info: &mut UploadInfo, offset: u64, next: UploadState) {
     let from = info.offset;
     let was_finished = info.is_finished();
     info.offset = offset;
@@ -340,14 +397,12 @@ async fn commit(
         next
     };
     expiration::renew(state, info);
-    state.sessions.put(info).await?;
     state.metrics.received(offset - from);
     if info.is_finished() && !was_finished {
         state.metrics.upload(UploadEvent::Finished);
         tracing::info!(upload = %info.id, length = offset, "upload finished");
     }
     tracing::debug!(upload = %info.id, from, to = offset, "chunk committed");
-    Ok(())
 }
 
 /// How many bytes one body may still carry for this upload.

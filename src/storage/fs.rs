@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStore, BlobWriter, ByteStream, StoreError};
+use super::{BackgroundSync, BlobStore, BlobWriter, ByteStream, StoreError};
 use crate::upload::UploadId;
 
 /// Read size for downloads.
@@ -181,6 +181,13 @@ impl BlobWriter for FsBlobWriter {
     async fn sync(&mut self) -> Result<(), StoreError> {
         let file = Arc::clone(&self.file);
         blocking(move || file.sync_data()).await
+    }
+
+    fn background_sync(&self) -> Option<BackgroundSync> {
+        // fdatasync covers every write that returned before it started, whatever is written
+        // to the file meanwhile.
+        let file = Arc::clone(&self.file);
+        Some(Box::pin(blocking(move || file.sync_data())))
     }
 }
 

@@ -94,4 +94,14 @@ pub trait BlobWriter: Send + fmt::Debug {
     }
     /// Make every byte written so far durable.
     async fn sync(&mut self) -> Result<(), StoreError>;
+    /// A sync of every byte written so far that runs on its own while writing goes on, for
+    /// checkpoints in the middle of a long body; `None` when the store cannot do that (the
+    /// caller then syncs in line).
+    fn background_sync(&self) -> Option<BackgroundSync> {
+        None
+    }
 }
+
+/// A sync running apart from its writer; see [`BlobWriter::background_sync`].
+pub type BackgroundSync =
+    Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;

@@ -112,6 +112,59 @@ fn acknowledged_bytes_survive_kill9() {
     assert_eq!(get_bytes(&url), data);
 }
 
+/// tusk: a long PATCH is committed along the way (every 64 MiB, or 5 s), so a client still
+/// sending sees the offset grow, and a SIGKILL mid-body keeps every checkpointed byte.
+#[test]
+fn long_patch_is_checkpointed_while_it_runs_and_survives_kill9() {
+    needs_spawned_server!();
+    let mut s = TestServer::spawn();
+    let total = 80usize << 20;
+    let data = pattern(74, total);
+    let url = create(&s, total as u64);
+    let mut conn = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Content-Length", &total.to_string())
+        .open();
+    let fast = 70usize << 20;
+    conn.write_all(&data[..fast]).expect("sending 70 MiB");
+    // Trickle on, so the PATCH stays a live holder, until a HEAD reports the checkpoint.
+    let mut sent = fast;
+    let mut offset = 0;
+    let reached = wait_until(Duration::from_secs(20), || {
+        conn.write_all(&data[sent..sent + 16]).expect("trickling");
+        sent += 16;
+        offset = head(&url).header_u64("Upload-Offset");
+        offset >= 64 << 20
+    });
+    assert!(
+        reached,
+        "no checkpoint seen while the body was arriving (offset {offset})"
+    );
+    assert!(
+        offset as usize <= sent,
+        "offset {offset} beyond the {sent} bytes sent"
+    );
+    let path = path_of(&url);
+    s.kill9();
+    drop(conn);
+    s.start();
+    let url = s.url(&path);
+    let kept = head(&url).header_u64("Upload-Offset");
+    assert!(
+        kept >= offset,
+        "SIGKILL lost checkpointed bytes: {kept} < {offset}"
+    );
+    let stored = std::fs::read(s.upload_file(&upload_id(&url))).expect("reading the upload");
+    assert!(stored.len() as u64 >= kept);
+    assert!(
+        stored[..kept as usize] == data[..kept as usize],
+        "checkpointed bytes differ"
+    );
+    patch_ok(&url, kept, &data[kept as usize..]);
+    assert_eq!(sha256_hex(&get_bytes(&url)), sha256_hex(&data));
+}
+
 /// tusk: a concatenated final upload survives a restart.
 #[test]
 fn restart_preserves_final_upload() {
