@@ -80,6 +80,17 @@ pub enum TusError {
     /// Too many uploads are in flight; try again shortly.
     #[error("server busy: too many uploads in flight, retry shortly")]
     Overloaded,
+    /// A hook refused the request (a 4xx status and a cleaned, length-capped message).
+    #[error("{message}")]
+    HookRejected {
+        /// The hook's 4xx status.
+        status: u16,
+        /// The hook's message for the client.
+        message: String,
+    },
+    /// A pre-* hook was down, slow or answered nonsense: fail closed.
+    #[error("{0}")]
+    HookUnavailable(String),
     /// The data directory is full.
     #[error("insufficient storage")]
     InsufficientStorage,
@@ -127,7 +138,11 @@ impl TusError {
             TusError::BodyTimeout(_)
             | TusError::BodyInterrupted(_)
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            TusError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            TusError::Overloaded | TusError::HookUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Only 4xx reach here (the hook answer is checked); FORBIDDEN is a safe fallback.
+            TusError::HookRejected { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+            }
             TusError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             TusError::Session(_) | TusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +169,8 @@ impl TusError {
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
             TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
             TusError::Overloaded => "ERR_SERVER_BUSY",
+            TusError::HookRejected { .. } => "ERR_HOOK_REJECTED",
+            TusError::HookUnavailable(_) => "ERR_HOOK_UNAVAILABLE",
             TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",

@@ -114,6 +114,8 @@ pub fn routes(
              body: BodyStream,
              state: AppState| async move {
                 let request = RequestParts {
+                    method: method.clone(),
+                    uri: request_uri(path.as_str(), &query),
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
@@ -147,6 +149,15 @@ where
     )
 }
 
+/// Path and query, as the client asked for them.
+fn request_uri(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
 /// The method the client means: §Core "X-HTTP-Method-Override ... MUST be interpreted as the
 /// request's method ... the actual method of the request MUST be ignored".
 fn effective_method(method: Method, headers: &HeaderMap) -> Method {
@@ -161,11 +172,12 @@ async fn handle(
     method: Method,
     path: String,
     query: String,
-    request: RequestParts,
+    mut request: RequestParts,
     body: BodyStream,
 ) -> Response {
     let started = std::time::Instant::now();
     let method = effective_method(method, &request.headers);
+    request.method = method.clone();
     let span = tracing::info_span!(
         "request",
         method = %method,
@@ -227,13 +239,16 @@ async fn dispatch(
         // Before the id is looked at: an OPTIONS or a bad id both say nothing about uploads.
         Resource::NoSuchUpload if method == Method::OPTIONS => Ok(core::server_info(state)),
         Resource::NoSuchUpload => Err(TusError::NotFound),
-        Resource::Upload(id) => match method {
-            Method::HEAD => core::upload_offset(state, id, headers).await,
-            Method::PATCH => core::append_chunk(state, id, request, body).await,
-            Method::DELETE => termination::terminate_upload(state, id, headers).await,
-            Method::GET => download::download(state, id, headers).await,
-            _ => Err(TusError::MethodNotAllowed),
-        },
+        Resource::Upload(id) => {
+            state.hooks.pre_access(&method, &id, request).await?;
+            match method {
+                Method::HEAD => core::upload_offset(state, id, headers).await,
+                Method::PATCH => core::append_chunk(state, id, request, body).await,
+                Method::DELETE => termination::terminate_upload(state, id, request).await,
+                Method::GET => download::download(state, id, headers).await,
+                _ => Err(TusError::MethodNotAllowed),
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::error::{Result, TusError};
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
@@ -99,6 +100,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The admin API's bearer token, when the admin API is enabled.
     pub admin_token: Option<Secret>,
+    /// HTTP hooks (off unless `[hooks]` names an endpoint).
+    pub hooks: Hooks,
 }
 
 impl AppState {
@@ -113,14 +116,18 @@ impl AppState {
         let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
         let admin_token = read_admin_token(&settings)?;
+        let sessions: Arc<dyn SessionStore> = Arc::new(sessions);
+        let metrics = Metrics::default();
+        let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
+            hooks,
             admin_token,
             pool,
             profiles: ClientProfiles::default(),
             interfaces: InterfaceMonitor::new(),
-            metrics: Metrics::default(),
+            metrics,
             settings: Arc::new(settings),
-            sessions: Arc::new(sessions),
+            sessions,
             blobs: Arc::new(blobs),
             locks: UploadLocks::new(),
         };

@@ -11,7 +11,7 @@ use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
-use super::{creation, expiration, headers::Metadata, UPLOAD_LENGTH};
+use super::{creation, expiration, headers::Metadata, RequestParts, UPLOAD_LENGTH};
 use crate::error::{Result, TusError};
 use crate::metrics::UploadEvent;
 use crate::state::AppState;
@@ -20,10 +20,11 @@ use crate::upload::{unix_now, Concat, UploadId, UploadInfo, UploadState};
 /// POST `{base}` with `Upload-Concat: final;<urls>`.
 pub async fn create_final(
     state: &AppState,
-    headers: &HeaderMap,
+    request: &RequestParts,
     urls: &[String],
     metadata: Metadata,
 ) -> Result<Response> {
+    let headers = &request.headers;
     if headers.contains_key(UPLOAD_LENGTH) {
         return Err(TusError::BadRequest(
             "a final upload must not carry Upload-Length",
@@ -57,7 +58,7 @@ pub async fn create_final(
     if let Some(total) = length {
         creation::check_max_size(state, total)?;
     }
-    let info = UploadInfo {
+    let mut info = UploadInfo {
         id: UploadId::random(),
         length,
         offset: 0,
@@ -70,7 +71,10 @@ pub async fn create_final(
         },
         state: UploadState::Initiated,
     };
-    let info = settle(state, state.create_upload(info, true).await?).await?;
+    state.hooks.pre_create(&mut info, request).await?;
+    let info = state.create_upload(info, true).await?;
+    state.hooks.post_create(&info, request);
+    let info = settle(state, info).await?;
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, joined = info.is_finished(), "final upload created");
 

@@ -34,7 +34,7 @@ pub async fn create_upload(
     state.check_free_space()?;
     let role = match concat {
         Some(ConcatRequest::Final(urls)) => {
-            return concatenation::create_final(state, headers, &urls, metadata).await;
+            return concatenation::create_final(state, request, &urls, metadata).await;
         }
         Some(ConcatRequest::Partial) => Concat::Partial,
         None => Concat::None,
@@ -43,7 +43,7 @@ pub async fn create_upload(
     // Validate the checksum header before anything is created.
     let checksum = checksum::requested(headers)?;
 
-    let info = UploadInfo {
+    let mut info = UploadInfo {
         id: UploadId::random(),
         length,
         offset: 0,
@@ -57,9 +57,18 @@ pub async fn create_upload(
             UploadState::Initiated
         },
     };
+    state.hooks.pre_create(&mut info, request).await?;
+    if info.is_finished() {
+        // A zero-length upload is finished as it is created.
+        state.hooks.pre_finish(&info, request).await?;
+    }
     let with_body = super::has_offset_content_type(headers);
     // With a body, the commit of that body flushes the new record too, before the 201.
     let mut info = state.create_upload(info, !with_body).await?;
+    state.hooks.post_create(&info, request);
+    if info.is_finished() {
+        state.hooks.post_finish(&info, request);
+    }
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, length = info.length.map_or_else(|| "deferred".to_owned(), |l| l.to_string()), "upload created");
 
@@ -76,6 +85,8 @@ pub async fn create_upload(
     }
     let mut response = match result {
         Ok(()) => super::empty(StatusCode::CREATED),
+        // pre-finish refused the upload and it is gone: no Location to resume.
+        Err(err @ TusError::HookRejected { .. }) => return Err(err),
         // The upload exists even though its first chunk failed; Location lets the client resume.
         Err(err) => err.into_response(),
     };
