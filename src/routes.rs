@@ -242,10 +242,10 @@ async fn dispatch(
         Resource::Upload(id) => {
             state.hooks.pre_access(&method, &id, request).await?;
             match method {
-                Method::HEAD => core::upload_offset(state, id, headers).await,
+                Method::HEAD => core::upload_offset(state, id, request).await,
                 Method::PATCH => core::append_chunk(state, id, request, body).await,
                 Method::DELETE => termination::terminate_upload(state, id, request).await,
-                Method::GET => download::download(state, id, headers).await,
+                Method::GET => download::download(state, id, request).await,
                 _ => Err(TusError::MethodNotAllowed),
             }
         }

@@ -539,3 +539,55 @@ fn huge_or_malformed_hook_answers_fail_closed() {
         ],
     );
 }
+
+#[test]
+fn pre_finish_also_decides_the_join_of_a_final_upload() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(on("pre-finish", |v| {
+        if v["upload"]["concat"].get("Final").is_some() {
+            reject(422, "joined file refused")
+        } else {
+            Reply::Ok(Value::Null)
+        }
+    }));
+    let server = server_with_hooks(&hooks.url(), "events = [\"pre-finish\", \"post-finish\"]");
+    let mut parts = Vec::new();
+    for data in [&b"abc"[..], b"def"] {
+        let (url, _) = create_with(
+            &server,
+            &[("Upload-Length", "3"), ("Upload-Concat", "partial")],
+        );
+        patch_ok(&url, 0, data);
+        parts.push(path_of(&url));
+    }
+    let resp = tus("POST", server.endpoint())
+        .header("Upload-Concat", &format!("final;{}", parts.join(" ")))
+        .send();
+    assert_status(&resp, &[422], "final upload refused by pre-finish");
+    assert!(
+        resp.text().contains("joined file refused"),
+        "{}",
+        resp.describe()
+    );
+    let finals: Vec<Value> = hooks
+        .wait_for("pre-finish", 3)
+        .into_iter()
+        .filter(|v| v["upload"]["concat"].get("Final").is_some())
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0]["upload"]["offset"], 6);
+    let final_id = finals[0]["upload"]["id"].as_str().unwrap().to_owned();
+    assert_status(
+        &head(&server.url(&format!("{}{final_id}", path_of(server.endpoint())))),
+        &[404],
+        "HEAD of the discarded final upload",
+    );
+    for part in &parts {
+        assert_eq!(head_offset(&server.url(part)), 3, "parts are kept");
+    }
+    assert_eq!(
+        hooks.wait_for("post-finish", 2).len(),
+        2,
+        "only the parts finished"
+    );
+}

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http::header::{HeaderValue, CACHE_CONTROL};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use warp::reply::Response;
 
 use super::checksum::{self, ChecksumRequest};
@@ -68,13 +68,13 @@ fn upload_limit(state: &AppState) -> Option<String> {
 pub async fn upload_offset(
     state: &AppState,
     id: UploadId,
-    headers: &HeaderMap,
+    request: &RequestParts,
 ) -> Result<Response> {
-    super::require_tus_resumable(headers)?;
+    super::require_tus_resumable(&request.headers)?;
     // A client that HEADs while its old PATCH hangs on a dead connection wants that PATCH's
     // bytes counted: let a stalled holder commit first (a live one is not disturbed).
     state.release_stalled(&id).await;
-    let info = concatenation::settle(state, state.load(&id).await?).await?;
+    let info = concatenation::settle(state, state.load(&id).await?, request).await?;
     let mut response = super::empty(StatusCode::OK);
     response
         .headers_mut()
