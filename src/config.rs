@@ -809,6 +809,22 @@ mod tests {
     }
 
     #[test]
+    fn hook_endpoints_and_events_are_checked() {
+        let settings = load_str(
+            "[hooks]\nurl = \"http://127.0.0.1:9000/h\"\nevents = [\"pre-access\"]\nurls = { pre-access = \"http://hooks/authz\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(settings.hooks.events, [HookEvent::PreAccess]);
+        let err = load_str("[hooks]\nurl = \"https://hooks/\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.url"), "{err}");
+        let err = load_str("[hooks]\nevents = [\"pre-upload\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.events"), "{err}");
+        let err = load_str("[hooks]\nforward_headers = [\"bad header\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.forward_headers"), "{err}");
+    }
+
+    #[test]
     fn base_path_gets_trailing_slash_and_rejects_odd_characters() {
         let settings = load_str("[server]\nbase_path = \"/up\"\n", &[]).unwrap();
         assert_eq!(settings.server.base_path, "/up/");

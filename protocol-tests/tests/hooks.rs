@@ -427,9 +427,23 @@ fn pre_hooks_fail_closed_with_503_when_the_hook_server_is_down() {
     );
     assert_eq!(head_offset(&url), 5, "the upload is still there");
 
-    let server = server_with_hooks(&down, "events = [\"pre-access\"]");
+    // Only pre-access is down: a per-event endpoint replaces `url` for it.
+    let hooks = HookReceiver::start(accept_all());
+    let server = server_with_hooks(
+        &hooks.url(),
+        &format!(
+            "events = [\"pre-access\", \"post-create\"]\nurls = {{ pre-access = \"{down}\" }}"
+        ),
+    );
     let url = create(&server, 10);
     assert_status(&head(&url), &[503], "HEAD with pre-access down");
+    assert_status(
+        &patch(&url, 0, b"hello"),
+        &[503],
+        "PATCH with pre-access down",
+    );
+    hooks.wait_for("post-create", 1);
+    assert!(hooks.events("pre-access").is_empty());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
