@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::hooks::HookEvent;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +70,8 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// Who may do what: tokens, ownership, per-owner limits.
     pub auth: AuthSettings,
+    /// HTTP hooks on upload events and on every request to an upload.
+    pub hooks: HookSettings,
 }
 
 /// `[server]`
@@ -386,6 +390,74 @@ impl Default for AuthSettings {
     }
 }
 
+/// `[hooks]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// The `http://` endpoint every event is POSTed to; empty = hooks off (unless `urls` names one).
+    pub url: String,
+    /// Per-event endpoints that replace `url` for their event.
+    pub urls: std::collections::BTreeMap<HookEvent, String>,
+    /// The events that are sent.
+    pub events: Vec<HookEvent>,
+    /// Bound on one hook call: connect, send, answer and body.
+    pub timeout: HumanDuration,
+    /// How often a failed post-* event is sent again (pre-* events are never retried).
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: HumanDuration,
+    /// post-receive is sent at most once per this interval per upload.
+    pub progress_interval: HumanDuration,
+    /// Request headers passed to hooks besides the built-in safe list (e.g. "authorization").
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            url: String::new(),
+            urls: std::collections::BTreeMap::new(),
+            events: HookEvent::ALL.to_vec(),
+            timeout: HumanDuration(Duration::from_secs(3)),
+            retries: 3,
+            backoff: HumanDuration(Duration::from_millis(200)),
+            progress_interval: HumanDuration(Duration::from_secs(1)),
+            forward_headers: Vec::new(),
+        }
+    }
+}
+
+impl HookSettings {
+    /// Check endpoints, bounds and header names.
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let plain_http = |url: &String| {
+            url.is_empty()
+                || (url.starts_with("http://")
+                    && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some()))
+        };
+        if !plain_http(&self.url) || !self.urls.values().all(plain_http) {
+            return Err(("hooks.url", "hook endpoints must be http:// URLs"));
+        }
+        if self.timeout.0.is_zero() {
+            return Err(("hooks.timeout", "must be greater than 0"));
+        }
+        if self.progress_interval.0.is_zero() {
+            return Err(("hooks.progress_interval", "must be greater than 0"));
+        }
+        if self.retries > 10 {
+            return Err(("hooks.retries", "must be at most 10"));
+        }
+        if !self
+            .forward_headers
+            .iter()
+            .all(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok())
+        {
+            return Err(("hooks.forward_headers", "must be valid header names"));
+        }
+        Ok(())
+    }
+}
+
 /// Overrides given on the command line (None = not given).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -518,7 +590,9 @@ impl Settings {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
-        Ok(())
+        self.hooks
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))
     }
 
     /// The effective Tus-Max-Size, if any.
@@ -790,6 +864,22 @@ mod tests {
         assert!(HumanDuration::parse("1.5h").is_err());
         assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(ByteSize(16384).to_string(), "16KiB");
+    }
+
+    #[test]
+    fn hook_endpoints_and_events_are_checked() {
+        let settings = load_str(
+            "[hooks]\nurl = \"http://127.0.0.1:9000/h\"\nevents = [\"pre-access\"]\nurls = { pre-access = \"http://hooks/authz\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(settings.hooks.events, [HookEvent::PreAccess]);
+        let err = load_str("[hooks]\nurl = \"https://hooks/\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.url"), "{err}");
+        let err = load_str("[hooks]\nevents = [\"pre-upload\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.events"), "{err}");
+        let err = load_str("[hooks]\nforward_headers = [\"bad header\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("hooks.forward_headers"), "{err}");
     }
 
     #[test]

@@ -80,6 +80,17 @@ pub enum TusError {
     /// Too many uploads are in flight; try again shortly.
     #[error("server busy: too many uploads in flight, retry shortly")]
     Overloaded,
+    /// A hook refused the request (a 4xx status and a cleaned, length-capped message).
+    #[error("{message}")]
+    HookRejected {
+        /// The hook's 4xx status.
+        status: u16,
+        /// The hook's message for the client.
+        message: String,
+    },
+    /// A pre-* hook was down, slow or answered nonsense: fail closed.
+    #[error("{0}")]
+    HookUnavailable(String),
     /// The data directory is full.
     #[error("insufficient storage")]
     InsufficientStorage,
@@ -148,13 +159,17 @@ impl TusError {
             TusError::BodyTimeout(_)
             | TusError::BodyInterrupted(_)
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            TusError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             TusError::TokenRequired | TusError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             TusError::Forbidden(_) => StatusCode::FORBIDDEN,
             TusError::RateLimited { .. } | TusError::QuotaExceeded(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             TusError::Conflict(_) => StatusCode::CONFLICT,
+            TusError::Overloaded | TusError::HookUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Only 4xx reach here (the hook answer is checked); FORBIDDEN is a safe fallback.
+            TusError::HookRejected { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+            }
             TusError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             TusError::Session(_) | TusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -187,6 +202,8 @@ impl TusError {
             TusError::RateLimited { .. } => "ERR_RATE_LIMITED",
             TusError::QuotaExceeded(_) => "ERR_QUOTA_EXCEEDED",
             TusError::Conflict(_) => "ERR_CONFLICT",
+            TusError::HookRejected { .. } => "ERR_HOOK_REJECTED",
+            TusError::HookUnavailable(_) => "ERR_HOOK_UNAVAILABLE",
             TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",

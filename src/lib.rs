@@ -14,6 +14,7 @@
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
 //! - [`error`] — the one error type at the HTTP edge.
+//! - [`hooks`] — HTTP hooks on upload events and on every request to an upload.
 //! - [`metrics`] — Prometheus counters and the `/metrics` exposition.
 //! - [`ops`] — `/healthz`, `/readyz`, `/metrics` and the admin API.
 //!
@@ -24,6 +25,7 @@ pub mod checksum;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;

@@ -88,6 +88,7 @@ struct Counters {
     interrupted: AtomicU64,
     patch_seconds: Histogram,
     patch_throughput: Histogram,
+    hook_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// The request and upload counters; cheap to clone.
@@ -110,6 +111,7 @@ impl Default for Metrics {
                 interrupted: AtomicU64::new(0),
                 patch_seconds: Histogram::new(&DURATION_BUCKETS),
                 patch_throughput: Histogram::new(&THROUGHPUT_BUCKETS),
+                hook_calls: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -168,6 +170,17 @@ impl Metrics {
         }
     }
 
+    /// Count one hook call by event and outcome (ok, rejected, retried, failed, dropped).
+    pub fn hook_call(&self, event: &'static str, outcome: &'static str) {
+        *self
+            .counters
+            .hook_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((event, outcome))
+            .or_default() += 1;
+    }
+
     fn requests_with_status(&self, status: u16) -> u64 {
         self.counters
             .requests
@@ -200,6 +213,21 @@ pub async fn render(state: &AppState) -> String {
         let _ = writeln!(
             out,
             "tusk_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tusk_hook_calls_total Hook calls, by event and outcome.\n# TYPE tusk_hook_calls_total counter"
+    );
+    for ((event, outcome), n) in m
+        .hook_calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "tusk_hook_calls_total{{event=\"{event}\",outcome=\"{outcome}\"}} {n}"
         );
     }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

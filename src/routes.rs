@@ -120,6 +120,8 @@ pub fn routes(
              body: BodyStream,
              state: AppState| async move {
                 let request = RequestParts {
+                    method: method.clone(),
+                    uri: request_uri(path.as_str(), &query),
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
@@ -154,6 +156,15 @@ where
     )
 }
 
+/// Path and query, as the client asked for them.
+fn request_uri(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
 /// The method the client means: §Core "X-HTTP-Method-Override ... MUST be interpreted as the
 /// request's method ... the actual method of the request MUST be ignored".
 fn effective_method(method: Method, headers: &HeaderMap) -> Method {
@@ -173,6 +184,7 @@ async fn handle(
 ) -> Response {
     let started = std::time::Instant::now();
     let method = effective_method(method, &request.headers);
+    request.method = method.clone();
     let span = tracing::info_span!(
         "request",
         method = %method,
@@ -284,11 +296,12 @@ async fn tus_request(
         },
         Resource::Upload(id) => {
             access::authorize(state, &id, principal).await?;
+            state.hooks.pre_access(&method, &id, request).await?;
             match method {
-                Method::HEAD => core::upload_offset(state, id, headers).await,
+                Method::HEAD => core::upload_offset(state, id, request).await,
                 Method::PATCH => Box::pin(core::append_chunk(state, id, request, body)).await,
-                Method::DELETE => termination::terminate_upload(state, id, headers).await,
-                Method::GET => download::download(state, id, headers).await,
+                Method::DELETE => termination::terminate_upload(state, id, request).await,
+                Method::GET => download::download(state, id, request).await,
                 _ => Err(TusError::MethodNotAllowed),
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
 use crate::config::Settings;
 use crate::error::{Result, TusError};
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
@@ -105,6 +106,8 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// Token verification, link signing and per-owner accounting.
     pub auth: Arc<Authority>,
+    /// HTTP hooks (off unless `[hooks]` names an endpoint).
+    pub hooks: Hooks,
 }
 
 impl AppState {
@@ -123,15 +126,19 @@ impl AppState {
         if !auth.requires_token() {
             tracing::warn!("auth.mode = \"open\": anyone who can reach this server may create, read and delete uploads; set auth.mode = \"token\" (or --auth-secret-file) for anything but a trusted network");
         }
+        let sessions: Arc<dyn SessionStore> = Arc::new(sessions);
+        let metrics = Metrics::default();
+        let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
             auth: Arc::new(auth),
+            hooks,
             admin_token,
             pool,
             profiles: ClientProfiles::default(),
             interfaces: InterfaceMonitor::new(),
-            metrics: Metrics::default(),
+            metrics,
             settings: Arc::new(settings),
-            sessions: Arc::new(sessions),
+            sessions,
             blobs: Arc::new(blobs),
             locks: UploadLocks::new(),
         };

@@ -69,7 +69,7 @@ pub async fn create_final(
     if let (Some(principal), Some(total)) = (principal, length) {
         access::check_owner_size(principal, total)?;
     }
-    let info = UploadInfo {
+    let mut info = UploadInfo {
         id: UploadId::random(),
         length,
         offset: 0,
@@ -83,7 +83,15 @@ pub async fn create_final(
         state: UploadState::Initiated,
         owner,
     };
-    let info = settle(state, state.create_upload(info, true).await?).await?;
+    state.hooks.pre_create(&mut info, request).await?;
+    let info = state.create_upload(info, true).await?;
+    state.hooks.post_create(&info, request);
+    let info = match settle(state, info.clone(), request).await {
+        Ok(settled) => settled,
+        // The final upload exists; it stays pending and the next HEAD or GET asks again.
+        Err(TusError::HookUnavailable(_)) => info,
+        Err(err) => return Err(err),
+    };
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, joined = info.is_finished(), "final upload created");
 
@@ -120,7 +128,15 @@ fn part_id(state: &AppState, headers: &HeaderMap, url: &str) -> Result<UploadId>
 
 /// Join a final upload whose parts are all finished; otherwise return it unchanged.
 /// Anything that is not a pending final upload is returned as it is.
-pub async fn settle(state: &AppState, info: UploadInfo) -> Result<UploadInfo> {
+///
+/// The join is what finishes a final upload, so the pre-finish hook is asked first: a
+/// rejection discards the final upload; a hook failure leaves it pending (the next HEAD or GET
+/// asks again).
+pub async fn settle(
+    state: &AppState,
+    info: UploadInfo,
+    request: &RequestParts,
+) -> Result<UploadInfo> {
     if !matches!(info.concat, Concat::Final { joined: false, .. }) {
         return Ok(info);
     }
@@ -154,9 +170,16 @@ pub async fn settle(state: &AppState, info: UploadInfo) -> Result<UploadInfo> {
         joined: true,
     };
     info.state = UploadState::Completed;
+    if let Err(err) = state.hooks.pre_finish(&info, request).await {
+        if matches!(err, TusError::HookRejected { .. }) {
+            state.remove_upload(&info.id).await?;
+        }
+        return Err(err);
+    }
     state.metrics.upload(UploadEvent::Finished);
     expiration::renew(state, &mut info);
     state.sessions.put(&info).await?;
+    state.hooks.post_finish(&info, request);
     tracing::info!(upload = %info.id, length = total, "final upload joined");
     Ok(info)
 }

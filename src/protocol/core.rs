@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http::header::{HeaderValue, CACHE_CONTROL};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use warp::reply::Response;
 
 use super::checksum::{self, ChecksumRequest};
@@ -68,13 +68,13 @@ fn upload_limit(state: &AppState) -> Option<String> {
 pub async fn upload_offset(
     state: &AppState,
     id: UploadId,
-    headers: &HeaderMap,
+    request: &RequestParts,
 ) -> Result<Response> {
-    super::require_tus_resumable(headers)?;
+    super::require_tus_resumable(&request.headers)?;
     // A client that HEADs while its old PATCH hangs on a dead connection wants that PATCH's
     // bytes counted: let a stalled holder commit first (a live one is not disturbed).
     state.release_stalled(&id).await;
-    let info = concatenation::settle(state, state.load(&id).await?).await?;
+    let info = concatenation::settle(state, state.load(&id).await?, request).await?;
     let mut response = super::empty(StatusCode::OK);
     response
         .headers_mut()
@@ -184,7 +184,13 @@ pub async fn receive(
     let mut hasher = checksum.as_ref().and_then(ChecksumRequest::hasher);
     let mut writer = state.blobs.writer(&info.id).await?;
     let heartbeat = guard.heartbeat().clone();
-    let on_frame = move || heartbeat.beat();
+    let progress = state.hooks.progress(info, request);
+    let on_frame = move |received_to: u64| {
+        heartbeat.beat();
+        if let Some(progress) = &progress {
+            progress.tick(received_to);
+        }
+    };
     let first = info.offset;
     let began = std::time::Instant::now();
 
@@ -237,6 +243,10 @@ pub async fn receive(
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
     }
+    let finishing = !info.is_finished() && info.length == Some(start + outcome.written);
+    if finishing {
+        pre_finish(state, info, start, start + outcome.written, request).await?;
+    }
     let broke_off = !matches!(outcome.end, AppendEnd::Complete | AppendEnd::TooLarge);
     let next = if broke_off {
         state.metrics.upload(UploadEvent::Interrupted);
@@ -245,6 +255,9 @@ pub async fn receive(
         UploadState::Uploading
     };
     commit(state, info, writer.as_mut(), start + outcome.written, next).await?;
+    if finishing {
+        state.hooks.post_finish(info, request);
+    }
     state.metrics.patch(began.elapsed(), info.offset - first);
     tracing::Span::current().record("bytes", info.offset - first);
     if binding.as_ref().is_some_and(|b| b.address_vanished()) {
@@ -254,6 +267,33 @@ pub async fn receive(
     }
 
     ending(state, info, outcome.end)
+}
+
+/// The pre-finish hook sees the complete upload before it is committed as finished. A
+/// rejection discards the upload (record and bytes); a hook failure drops this body's bytes,
+/// as a checksum mismatch does, so the upload stays as it was and the client's retry asks again.
+async fn pre_finish(
+    state: &AppState,
+    info: &UploadInfo,
+    start: u64,
+    end: u64,
+    request: &RequestParts,
+) -> Result<()> {
+    let mut complete = info.clone();
+    complete.offset = end;
+    complete.state = UploadState::Completed;
+    match state.hooks.pre_finish(&complete, request).await {
+        Ok(()) => Ok(()),
+        Err(rejected @ TusError::HookRejected { .. }) => {
+            state.remove_upload(&info.id).await?;
+            tracing::info!(upload = %info.id, "upload discarded: the pre-finish hook refused it");
+            Err(rejected)
+        }
+        Err(failed) => {
+            state.blobs.truncate(&info.id, start).await?;
+            Err(failed)
+        }
+    }
 }
 
 /// The buffer for one request body: sized by the policy (client profile, else interface kind)

@@ -46,7 +46,7 @@ pub async fn create_upload(
     let owner =
         access::admit_creation(state, request.principal.as_ref(), length, &metadata).await?;
 
-    let info = UploadInfo {
+    let mut info = UploadInfo {
         id: UploadId::random(),
         length,
         offset: 0,
@@ -61,11 +61,20 @@ pub async fn create_upload(
         },
         owner,
     };
+    state.hooks.pre_create(&mut info, request).await?;
+    if info.is_finished() {
+        // A zero-length upload is finished as it is created.
+        state.hooks.pre_finish(&info, request).await?;
+    }
     let with_body = super::has_offset_content_type(headers);
     // With a body, the commit of that body flushes the new record too, before the 201.
     let mut info = state.create_upload(info, !with_body).await?;
     if let (Some(owner), false) = (&info.owner, info.is_finished()) {
         state.auth.ledger.started(owner, info.id.clone());
+    }
+    state.hooks.post_create(&info, request);
+    if info.is_finished() {
+        state.hooks.post_finish(&info, request);
     }
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, length = info.length.map_or_else(|| "deferred".to_owned(), |l| l.to_string()), "upload created");
@@ -83,6 +92,8 @@ pub async fn create_upload(
     }
     let mut response = match result {
         Ok(()) => super::empty(StatusCode::CREATED),
+        // pre-finish refused the upload and it is gone: no Location to resume.
+        Err(err @ TusError::HookRejected { .. }) => return Err(err),
         // The upload exists even though its first chunk failed; Location lets the client resume.
         Err(err) => err.into_response(),
     };

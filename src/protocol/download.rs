@@ -14,16 +14,17 @@ use http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::headers::{self, ByteRange, Metadata};
-use super::{concatenation, header_str, set_header};
+use super::{concatenation, header_str, set_header, RequestParts};
 use crate::error::{Result, TusError};
 use crate::state::AppState;
 use crate::upload::{UploadId, UploadInfo};
 
 /// GET `{base}{id}`.
-pub async fn download(state: &AppState, id: UploadId, request: &HeaderMap) -> Result<Response> {
+pub async fn download(state: &AppState, id: UploadId, parts: &RequestParts) -> Result<Response> {
+    let request = &parts.headers;
     // As for HEAD: bytes held by a stalled PATCH are committed before we serve the prefix.
     state.release_stalled(&id).await;
-    let info = concatenation::settle(state, state.load(&id).await?).await?;
+    let info = concatenation::settle(state, state.load(&id).await?, parts).await?;
     let length = info.offset;
     let etag = info
         .is_finished()

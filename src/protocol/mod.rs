@@ -82,6 +82,10 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// What a handler may need of a request besides its body.
 #[derive(Debug, Clone)]
 pub struct RequestParts {
+    /// The effective method (after X-HTTP-Method-Override).
+    pub method: http::Method,
+    /// Path and query, as requested.
+    pub uri: String,
     /// Request headers.
     pub headers: HeaderMap,
     /// Trailers, filled once the body has ended (checksum-trailer).

@@ -1,9 +1,10 @@
 //! §Termination: DELETE `{base}{id}` ends an upload and frees its space.
 //!
 //! Statuses: 204; 404 (unknown); 412; 423 (held by a request that would not let go).
-//! A PATCH in flight is asked to stop first, so termination never races a write.
+//! A PATCH in flight is asked to stop first, so termination never races a write. The
+//! pre-terminate hook may refuse (its status, upload kept); post-terminate follows a removal.
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use warp::reply::Response;
 
 use crate::error::{Result, TusError};
@@ -11,19 +12,23 @@ use crate::metrics::UploadEvent;
 use crate::state::AppState;
 use crate::upload::UploadId;
 
+use super::RequestParts;
+
 /// DELETE `{base}{id}`.
 pub async fn terminate_upload(
     state: &AppState,
     id: UploadId,
-    headers: &HeaderMap,
+    request: &RequestParts,
 ) -> Result<Response> {
-    super::require_tus_resumable(headers)?;
+    super::require_tus_resumable(&request.headers)?;
     let _guard = state.lock_for_write(&id).await?;
     // Expired uploads may still be terminated: the client is tidying up.
-    if state.sessions.get(&id).await?.is_none() {
+    let Some(info) = state.sessions.get(&id).await? else {
         return Err(TusError::NotFound);
-    }
+    };
+    state.hooks.pre_terminate(&info, request).await?;
     state.remove_upload(&id).await?;
+    state.hooks.post_terminate(&info, request);
     state.metrics.upload(UploadEvent::Terminated);
     tracing::info!(upload = %id, "upload terminated");
     Ok(super::empty(StatusCode::NO_CONTENT))

@@ -140,7 +140,7 @@ pub struct AppendOutcome {
 }
 
 /// Copy `body` into `writer` at `plan.start`, hashing into `hasher` in order and calling
-/// `on_frame` for every frame received (the lock's heartbeat).
+/// `on_frame` with the offset received so far for every frame (the lock's heartbeat, progress).
 ///
 /// Every byte received before the body ended is written before this returns (except after
 /// [`AppendEnd::TooLarge`] and [`AppendEnd::WriteFailed`], which the caller discards anyway),
@@ -152,7 +152,7 @@ pub async fn append<S>(
     plan: AppendPlan,
     buffer: &mut AdaptiveBuffer,
     mut hasher: Option<&mut Hasher>,
-    on_frame: &(dyn Fn() + Send + Sync),
+    on_frame: &(dyn Fn(u64) + Send + Sync),
 ) -> AppendOutcome
 where
     S: Stream<Item = io::Result<Bytes>> + Unpin + ?Sized,
@@ -163,7 +163,9 @@ where
     let deadline = plan.deadline;
 
     let end = loop {
-        if let Some(policy) = plan.checkpoint {
+        // No checkpoint once the body may carry nothing more: its end is next, and the end's
+        // commit is the one that finishes the upload (and asks the pre-finish hook).
+        if let Some(policy) = plan.checkpoint.filter(|_| received < plan.max_bytes) {
             if written >= policy.bytes || (written > 0 && started.elapsed() >= policy.interval) {
                 break AppendEnd::Checkpoint;
             }
@@ -180,8 +182,8 @@ where
             Ok(Some(Err(err))) => break AppendEnd::Interrupted(err),
             Ok(Some(Ok(frame))) => frame,
         };
-        on_frame();
         received += frame.len() as u64;
+        on_frame(plan.start + received);
         if received > plan.max_bytes {
             return AppendOutcome {
                 written,
@@ -302,7 +304,7 @@ mod tests {
         }
     }
 
-    fn no_heartbeat() {}
+    fn no_heartbeat(_received_to: u64) {}
 
     /// The smallest pooled buffer (16 KiB), so frames straddle buffer boundaries.
     async fn small_buffer() -> AdaptiveBuffer {
