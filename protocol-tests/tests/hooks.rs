@@ -605,3 +605,51 @@ fn pre_finish_also_decides_the_join_of_a_final_upload() {
         "only the parts finished"
     );
 }
+
+/// A token for `sub` from `tusk token`, signed with the key in `keys`.
+fn mint(keys: &std::path::Path, sub: &str) -> String {
+    let out = std::process::Command::new(tusk_bin())
+        .args(["token", "--secret-file"])
+        .arg(keys)
+        .args(["--sub", sub])
+        .output()
+        .expect("running tusk token");
+    assert!(out.status.success(), "tusk token: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn hooks_see_the_owner_and_pre_access_runs_only_for_the_owner() {
+    needs_spawned_server!();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let hooks = HookReceiver::start(accept_all());
+    let server = TestServer::spawn_with_config(&format!(
+        "[auth]\nmode = \"token\"\nsecret_file = \"{}\"\n[hooks]\nurl = \"{}\"\nevents = [\"post-create\", \"pre-access\"]\n",
+        keys.display(),
+        hooks.url()
+    ));
+    let (alice, bob) = (mint(&keys, "alice"), mint(&keys, "bob"));
+    let resp = tus("POST", server.endpoint())
+        .header("Authorization", &format!("Bearer {alice}"))
+        .header("Upload-Length", "5")
+        .send();
+    assert_status(&resp, &[201], "POST as alice");
+    let url = resolve(server.endpoint(), resp.header("Location").unwrap());
+    let created = &hooks.wait_for("post-create", 1)[0];
+    assert_eq!(created["upload"]["owner"], "alice", "{created}");
+
+    let foreign = tus("HEAD", &url)
+        .header("Authorization", &format!("Bearer {bob}"))
+        .send();
+    assert_status(&foreign, &[403], "HEAD as bob");
+    let own = tus("HEAD", &url)
+        .header("Authorization", &format!("Bearer {alice}"))
+        .send();
+    assert_status(&own, &[200], "HEAD as alice");
+    let accesses = hooks.wait_for("pre-access", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let accesses = hooks.events("pre-access").len().max(accesses.len());
+    assert_eq!(accesses, 1, "pre-access must run for the owner's HEAD only");
+}
