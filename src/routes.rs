@@ -22,11 +22,12 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    core, creation, download, header_str, termination, BodyStream, RequestParts, METHOD_OVERRIDE,
-    TUS_RESUMABLE, TUS_VERSION,
+    core, creation, download, draft, header_str, termination, BodyStream, RequestParts,
+    METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
+use crate::transfer::interim::InterimSender;
 use crate::transfer::ConnInfo;
 use crate::upload::UploadId;
 
@@ -36,11 +37,12 @@ const CORS_METHODS: &str = "POST, HEAD, PATCH, OPTIONS, GET, DELETE";
 const CORS_ALLOW_HEADERS: &str = "Authorization, Origin, X-Requested-With, X-Request-ID, \
 X-HTTP-Method-Override, Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, \
 Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, \
-Upload-Draft-Interop-Version";
+Upload-Draft-Interop-Version, Upload-Incomplete, Content-Digest, Repr-Digest";
 /// Response headers browser code may read.
 const CORS_EXPOSE_HEADERS: &str = "Upload-Offset, Location, Upload-Length, Tus-Version, \
 Tus-Resumable, Tus-Max-Size, Tus-Extension, Upload-Metadata, Upload-Defer-Length, \
-Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag";
+Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag, \
+Upload-Complete, Upload-Incomplete, Upload-Draft-Interop-Version";
 
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +68,16 @@ enum Resource {
 }
 
 impl Resource {
+    /// What the resumable-upload draft serves here.
+    fn draft(&self) -> Option<draft::Target> {
+        match self {
+            Resource::Endpoint => Some(draft::Target::Endpoint),
+            Resource::Upload(id) => Some(draft::Target::Upload(id.clone())),
+            Resource::NoSuchUpload => Some(draft::Target::NoSuchUpload),
+            _ => None,
+        }
+    }
+
     fn of(base: &str, path: &str) -> Resource {
         match path {
             "/healthz" => return Resource::Healthz,
@@ -101,6 +113,7 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<TrailerSlot>())
         .and(warp::ext::optional::<ConnInfo>())
+        .and(warp::ext::optional::<InterimSender>())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || state.clone()))
@@ -110,6 +123,7 @@ pub fn routes(
              headers: HeaderMap,
              trailers: Option<TrailerSlot>,
              conn: Option<ConnInfo>,
+             interim: Option<InterimSender>,
              query: String,
              body: BodyStream,
              state: AppState| async move {
@@ -117,6 +131,8 @@ pub fn routes(
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
+                    interim,
+                    progress: None,
                 };
                 let path = path.as_str().to_owned();
                 // Its own task: if hyper drops this request (the client vanished), the upload
@@ -204,6 +220,10 @@ async fn dispatch(
     let headers = &request.headers;
     let method = method.clone();
     let resource = Resource::of(&state.settings.server.base_path, path);
+    // The IETF resumable-upload draft on the same resources, chosen by its interop version.
+    if let (Some(version), Some(target)) = (draft::requested(state, headers), resource.draft()) {
+        return Ok(draft::serve(state, version, &method, target, request, body).await);
+    }
     match resource {
         Resource::Healthz => Ok(ops::healthz()),
         Resource::Readyz => Ok(ops::readyz(state).await),

@@ -195,7 +195,7 @@ pub async fn receive(
             max_bytes: room_for_body(state, info),
             idle_timeout: state.settings.timeouts.body_idle.0,
             stop: stop.clone(),
-            checkpoint: checksum.is_none().then_some(CheckpointPolicy::DEFAULT),
+            checkpoint: checksum.is_none().then(|| checkpoint_policy(request)),
             deadline,
         };
         let outcome = pipeline::append(
@@ -212,6 +212,9 @@ pub async fn receive(
         }
         let at = start + outcome.written;
         commit(state, info, writer.as_mut(), at, UploadState::Uploading).await?;
+        if let Some(progress) = &request.progress {
+            (progress.report)(at);
+        }
     };
     // The body is over, whatever ended it. Marking the holder as stopping makes a HEAD that
     // arrives during the commit below (a client re-syncing right after a cut) wait for it.
@@ -250,6 +253,19 @@ pub async fn receive(
     }
 
     ending(state, info, outcome.end)
+}
+
+/// How often a body is committed on the way: [`CheckpointPolicy::DEFAULT`], or more often when
+/// someone wants progress reports (each report must carry a committed offset).
+fn checkpoint_policy(request: &RequestParts) -> CheckpointPolicy {
+    let default = CheckpointPolicy::DEFAULT;
+    match &request.progress {
+        Some(progress) if !progress.interval.is_zero() => CheckpointPolicy {
+            interval: progress.interval.min(default.interval),
+            ..default
+        },
+        _ => default,
+    }
 }
 
 /// The buffer for one request body: sized by the policy (client profile, else interface kind)
