@@ -164,7 +164,10 @@ where
 
     let end = loop {
         if let Some(policy) = plan.checkpoint {
-            if written >= policy.bytes || (written > 0 && started.elapsed() >= policy.interval) {
+            // Gathered bytes count too: a slow body may not fill a buffer within the interval,
+            // and its bytes are written on the way out anyway.
+            let taken = written + buffer.buffer.bytes().len() as u64;
+            if taken >= policy.bytes || (taken > 0 && started.elapsed() >= policy.interval) {
                 break AppendEnd::Checkpoint;
             }
         }
