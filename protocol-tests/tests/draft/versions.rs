@@ -111,6 +111,11 @@ fn interop_6_requires_partial_upload() {
         .body(b"def".to_vec())
         .send();
     assert_status(&resp, &[415], "interop 6 append without partial-upload");
+    assert!(
+        problem(&resp).1.contains("application/partial-upload"),
+        "{}",
+        resp.text()
+    );
     let resp = draft("PATCH", &url, "6")
         .header("Content-Type", "application/partial-upload")
         .header("Upload-Offset", "1")

@@ -54,6 +54,15 @@ pub fn response(state: &AppState, version: Interop, err: TusError) -> Response {
                 "title": "digest does not match the content; it was discarded",
             }),
         ),
+        // tus's message names tus's media type; the draft only refuses this one.
+        TusError::UnsupportedMediaType => (
+            err.status(),
+            json!({
+                "type": "about:blank",
+                "title": "Unsupported Media Type",
+                "detail": format!("Content-Type must be {}", super::PARTIAL_UPLOAD),
+            }),
+        ),
         _ => (
             err.status(),
             json!({
