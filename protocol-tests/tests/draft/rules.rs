@@ -405,3 +405,54 @@ fn unknown_interop_version_is_refused() {
     assert_status(&resp, &[400], "interop 99");
     assert!(problem(&resp).1.contains("3 to 8"), "{}", resp.text());
 }
+
+/// "The 104 with Location comes as soon as the upload resource exists, before the content:
+/// a client may wait for it before sending anything."
+#[test]
+fn creation_104_arrives_before_the_content_is_sent() {
+    needs_spawned_server!();
+    let server = TestServer::spawn();
+    let url = Url::parse(server.endpoint());
+    let mut stream = TcpStream::connect((url.host.as_str(), url.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    write!(
+        stream,
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUpload-Draft-Interop-Version: 8\r\n\
+         Upload-Complete: ?1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        url.target,
+        url.authority()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("a 104 before any content");
+        assert_eq!(
+            n,
+            1,
+            "closed before the 104: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&seen).into_owned();
+    println!("104 after {:?} without content", started.elapsed());
+    assert!(interim.starts_with("HTTP/1.1 104 "), "{interim}");
+    assert!(interim.contains("\r\nLocation: http://"), "{interim}");
+    stream.write_all(b"hello").unwrap();
+    let mut rest = String::new();
+    let _ = stream.read_to_string(&mut rest);
+    assert!(rest.starts_with("HTTP/1.1 201 "), "{rest}");
+    let location = interim
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap();
+    assert!(
+        rest.contains(&format!("location: {location}\r\n")),
+        "{rest}"
+    );
+    assert_eq!(get_bytes(&server.url(location)), b"hello");
+}
