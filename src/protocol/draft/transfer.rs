@@ -105,6 +105,8 @@ pub async fn append(
         .ok_or(TusError::BadRequest(
             "Upload-Offset is required and must be a non-negative integer",
         ))?;
+    // A malformed request must not end the one in flight: check what needs no upload first.
+    completes(version, headers)?;
     let guard = super::take_over(state, &id).await?;
     let mut info = state.load(&id).await?;
     if info.is_final() {
