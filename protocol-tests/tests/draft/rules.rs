@@ -45,6 +45,33 @@ fn creation_complete_in_one_post() {
     assert_eq!(get_bytes(&server.url(location)), content);
 }
 
+/// "Content-Type and Content-Disposition of the creation describe the representation: tusk
+/// keeps them as the upload's filetype and filename (seen by tus HEAD and by GET)."
+#[test]
+fn creation_keeps_the_representation_metadata() {
+    needs_spawned_server!();
+    let server = TestServer::spawn();
+    let (_, resp) = exchange(
+        &draft("POST", server.endpoint(), NEWEST)
+            .header("Upload-Complete", "?1")
+            .header("Content-Type", "image/png")
+            .header("Content-Disposition", "inline; filename=\"cat.png\"")
+            .body(pattern(17, 100)),
+    );
+    assert_status(&resp, &[201], "creation with a described representation");
+    let url = server.url(resp.header("Location").unwrap());
+    let meta = parse_metadata(head(&url).header("Upload-Metadata").unwrap_or_default());
+    assert_eq!(
+        meta.get("filetype").map(Vec::as_slice),
+        Some(&b"image/png"[..])
+    );
+    assert_eq!(
+        meta.get("filename").map(Vec::as_slice),
+        Some(&b"cat.png"[..])
+    );
+    assert_eq!(get(&url).header("Content-Type"), Some("image/png"));
+}
+
 /// "An upload created with Upload-Complete: ?0 is appended to with PATCH
 /// (application/partial-upload, Upload-Offset) until a request says Upload-Complete: ?1."
 #[test]

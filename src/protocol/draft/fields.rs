@@ -102,9 +102,68 @@ pub fn limit_dictionary(members: &[(&str, Option<u64>)]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// The `filename` parameter of a `Content-Disposition` value (RFC 6266), quoted or a token.
+/// `filename*` (RFC 8187 encoding) is not decoded; such a name is left out.
+pub fn disposition_filename(value: &str) -> Option<String> {
+    let (_, params) = value.split_once(';')?;
+    let mut rest = params;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (raw, tail) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut text = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => text.extend(chars.next().map(|(_, c)| c)),
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        c => text.push(c),
+                    }
+                }
+                (text, &quoted[end?..])
+            }
+            None => {
+                let end = after.find(';').unwrap_or(after.len());
+                (after[..end].trim().to_owned(), &after[end..])
+            }
+        };
+        if name.trim().eq_ignore_ascii_case("filename") && !raw.is_empty() {
+            return Some(raw);
+        }
+        rest = tail
+            .trim_start()
+            .strip_prefix(';')
+            .unwrap_or(tail.trim_start());
+        if rest.len() == tail.len() && !tail.is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disposition_filename_is_read_quoted_or_plain() {
+        assert_eq!(
+            disposition_filename(r#"inline; filename="a \"b\".png""#),
+            Some(r#"a "b".png"#.to_owned())
+        );
+        assert_eq!(
+            disposition_filename("attachment; size=3; filename=x.txt"),
+            Some("x.txt".to_owned())
+        );
+        assert_eq!(disposition_filename("inline"), None);
+        assert_eq!(disposition_filename("inline; filename*=UTF-8''x"), None);
+        assert_eq!(disposition_filename(r#"inline; filename="open"#), None);
+    }
 
     #[test]
     fn integers_are_plain_non_negative_digits() {

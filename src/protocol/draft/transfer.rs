@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -13,7 +15,7 @@ use crate::metrics::UploadEvent;
 use crate::protocol::checksum::ChecksumRequest;
 use crate::protocol::{
     content_length, core, creation, expiration, header_str, BodyStream, ProgressReport,
-    RequestParts, UPLOAD_LENGTH, UPLOAD_OFFSET,
+    RequestParts, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
@@ -41,14 +43,18 @@ pub async fn create(
     if let Some(length) = intent.length {
         creation::check_max_size(state, length)?;
     }
-    let metadata = creation::parse_metadata(state, headers)?;
+    let metadata = if headers.contains_key(UPLOAD_METADATA) {
+        creation::parse_metadata(state, headers)?.to_header()
+    } else {
+        representation_metadata(state, headers)
+    };
     state.check_free_space()?;
     let finished = intent.length == Some(0);
     let info = UploadInfo {
         id: UploadId::random(),
         length: intent.length,
         offset: 0,
-        metadata: metadata.to_header(),
+        metadata,
         created_at: unix_now(),
         expires_at: expiration::deadline(state, finished),
         concat: Concat::None,
@@ -88,6 +94,30 @@ pub async fn create(
     Ok(response)
 }
 
+/// The draft describes the representation with `Content-Type` and `Content-Disposition`
+/// (RFC 6266); kept as tus metadata (`filetype`, `filename`), so GET and tus clients see them.
+/// Left out when longer than `limits.max_metadata_size`, like the metadata tus would refuse.
+fn representation_metadata(state: &AppState, headers: &HeaderMap) -> String {
+    let filetype = header_str(headers, &http::header::CONTENT_TYPE);
+    let filename = header_str(headers, &http::header::CONTENT_DISPOSITION)
+        .and_then(fields::disposition_filename);
+    let pairs = [
+        ("filetype", filetype.map(str::to_owned)),
+        ("filename", filename),
+    ];
+    let encoded: Vec<String> = pairs
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key} {}", B64.encode(v))))
+        .collect();
+    let metadata = encoded.join(",");
+    let max = usize::try_from(state.settings.limits.max_metadata_size.0).unwrap_or(usize::MAX);
+    if metadata.len() <= max {
+        metadata
+    } else {
+        String::new()
+    }
+}
+
 /// PATCH an upload resource: append the content at `Upload-Offset`.
 pub async fn append(
     state: &AppState,
@@ -115,9 +145,10 @@ pub async fn append(
     if info.is_finished() {
         // Repeating the completing request with no content changes nothing: not an error.
         let repeat = requested == info.offset && content_length(headers) == Some(0);
-        return match repeat {
-            true => Ok(appended(state, version, &info)),
-            false => Err(TusError::UploadCompleted),
+        return if repeat {
+            Ok(appended(state, version, &info))
+        } else {
+            Err(TusError::UploadCompleted)
         };
     }
     if requested != info.offset {
@@ -214,9 +245,10 @@ fn digests(headers: &HeaderMap, completes: bool) -> Result<Option<ChecksumReques
         }
     };
     let content = parse("Content-Digest", CONTENT_DIGEST)?;
-    let representation = match completes {
-        true => parse("Repr-Digest", REPR_DIGEST)?,
-        false => None,
+    let representation = if completes {
+        parse("Repr-Digest", REPR_DIGEST)?
+    } else {
+        None
     };
     Ok(
         (content.is_some() || representation.is_some()).then_some(ChecksumRequest::Digests {
