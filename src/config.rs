@@ -72,6 +72,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// HTTP hooks on upload events and on every request to an upload.
     pub hooks: HookSettings,
+    /// The IETF resumable-upload draft beside tus 1.0.0.
+    pub draft: DraftSettings,
 }
 
 /// `[server]`
@@ -327,6 +329,27 @@ impl Default for MetricsSettings {
 pub struct DemoSettings {
     /// Serve an Uppy Dashboard page at `/demo/` that uploads to this server.
     pub enabled: bool,
+}
+
+/// `[draft]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DraftSettings {
+    /// Serve requests carrying `Upload-Draft-Interop-Version` (3 to 8) by the IETF draft
+    /// "Resumable Uploads for HTTP"; when false they are tus requests like any other.
+    pub enabled: bool,
+    /// While a draft request's body runs, commit and send a `104` with `Upload-Offset` this
+    /// often (interop version 5 and later); 0 = no progress reports.
+    pub progress_interval: HumanDuration,
+}
+
+impl Default for DraftSettings {
+    fn default() -> Self {
+        DraftSettings {
+            enabled: true,
+            progress_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// `[admin]`

@@ -115,6 +115,13 @@ pub enum TusError {
     /// The upload is not in a state that allows this request.
     #[error("{0}")]
     Conflict(&'static str),
+    /// Resumable-upload draft: the lengths a request indicates disagree with each other or
+    /// with the upload's.
+    #[error("{0}")]
+    InconsistentLength(String),
+    /// Resumable-upload draft: the upload is complete, nothing can be appended.
+    #[error("the upload is already complete")]
+    UploadCompleted,
     /// The session store failed.
     #[error("session store failure")]
     Session(#[from] SessionError),
@@ -143,7 +150,10 @@ impl TusError {
     pub fn status(&self) -> StatusCode {
         match self {
             TusError::UnsupportedVersion => StatusCode::PRECONDITION_FAILED,
-            TusError::InvalidHeader(_) | TusError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            TusError::InvalidHeader(_)
+            | TusError::BadRequest(_)
+            | TusError::InconsistentLength(_)
+            | TusError::UploadCompleted => StatusCode::BAD_REQUEST,
             TusError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TusError::NotFound | TusError::RouteNotFound => StatusCode::NOT_FOUND,
             TusError::Gone => StatusCode::GONE,
@@ -205,6 +215,8 @@ impl TusError {
             TusError::HookRejected { .. } => "ERR_HOOK_REJECTED",
             TusError::HookUnavailable(_) => "ERR_HOOK_UNAVAILABLE",
             TusError::InsufficientStorage => "ERR_INSUFFICIENT_STORAGE",
+            TusError::InconsistentLength(_) => "ERR_INCONSISTENT_LENGTH",
+            TusError::UploadCompleted => "ERR_UPLOAD_COMPLETED",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",
         }

@@ -22,11 +22,12 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    access, core, creation, download, header_str, termination, BodyStream, RequestParts,
+    access, core, creation, download, draft, header_str, termination, BodyStream, RequestParts,
     METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
+use crate::transfer::interim::InterimSender;
 use crate::transfer::ConnInfo;
 use crate::upload::UploadId;
 
@@ -36,12 +37,12 @@ const CORS_METHODS: &str = "POST, HEAD, PATCH, OPTIONS, GET, DELETE";
 const CORS_ALLOW_HEADERS: &str = "Authorization, Origin, X-Requested-With, X-Request-ID, \
 X-HTTP-Method-Override, Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, \
 Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, \
-Upload-Draft-Interop-Version";
+Upload-Draft-Interop-Version, Upload-Incomplete, Content-Digest, Repr-Digest";
 /// Response headers browser code may read.
 const CORS_EXPOSE_HEADERS: &str = "Upload-Offset, Location, Upload-Length, Tus-Version, \
 Tus-Resumable, Tus-Max-Size, Tus-Extension, Upload-Metadata, Upload-Defer-Length, \
 Upload-Concat, Upload-Expires, Upload-Limit, Tus-Checksum-Algorithm, Content-Range, ETag, \
-WWW-Authenticate, Retry-After";
+WWW-Authenticate, Retry-After, Upload-Complete, Upload-Incomplete, Upload-Draft-Interop-Version";
 
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +70,16 @@ enum Resource {
 }
 
 impl Resource {
+    /// What the resumable-upload draft serves here.
+    fn draft(&self) -> Option<draft::Target> {
+        match self {
+            Resource::Endpoint => Some(draft::Target::Endpoint),
+            Resource::Upload(id) => Some(draft::Target::Upload(id.clone())),
+            Resource::NoSuchUpload => Some(draft::Target::NoSuchUpload),
+            _ => None,
+        }
+    }
+
     fn of(base: &str, path: &str) -> Resource {
         match path {
             "/healthz" => return Resource::Healthz,
@@ -107,6 +118,7 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<TrailerSlot>())
         .and(warp::ext::optional::<ConnInfo>())
+        .and(warp::ext::optional::<InterimSender>())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || state.clone()))
@@ -116,6 +128,7 @@ pub fn routes(
              headers: HeaderMap,
              trailers: Option<TrailerSlot>,
              conn: Option<ConnInfo>,
+             interim: Option<InterimSender>,
              query: String,
              body: BodyStream,
              state: AppState| async move {
@@ -126,6 +139,8 @@ pub fn routes(
                     trailers: trailers.unwrap_or_default(),
                     conn,
                     principal: None,
+                    interim,
+                    progress: None,
                 };
                 let path = path.as_str().to_owned();
                 // Its own task: if hyper drops this request (the client vanished), the upload
@@ -245,7 +260,12 @@ async fn dispatch(
         | Resource::NoSuchUpload
             if method == Method::OPTIONS =>
         {
-            Ok(core::server_info(state))
+            match (draft::requested(state, headers), resource.draft()) {
+                (Some(version), Some(target)) => {
+                    Ok(draft::serve(state, version, &method, target, request, body).await)
+                }
+                _ => Ok(core::server_info(state)),
+            }
         }
         tus => tus_request(state, method, tus, query, request, body).await,
     }
@@ -274,6 +294,15 @@ async fn tus_request(
     let request = &*request;
     let headers = &request.headers;
     let principal = request.principal.as_ref();
+    // The IETF resumable-upload draft on the same resources, chosen by its interop version,
+    // under the same rules of who may do what.
+    if let (Some(version), Some(target)) = (draft::requested(state, headers), resource.draft()) {
+        if let Resource::Upload(id) = &resource {
+            access::authorize(state, id, principal).await?;
+            state.hooks.pre_access(&method, id, request).await?;
+        }
+        return Ok(Box::pin(draft::serve(state, version, &method, target, request, body)).await);
+    }
     match resource {
         // Boxed: the data paths' futures are large, and every request's future is moved
         // into its own task; a HEAD should not pay for copying a PATCH's state around.

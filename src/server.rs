@@ -25,6 +25,7 @@ use crate::routes::routes;
 use crate::session::expiry;
 use crate::state::AppState;
 use crate::transfer::body::{TrailerCapture, TrailerSlot};
+use crate::transfer::interim::InterimWriter;
 use crate::transfer::ConnInfo;
 
 /// How long a connection we close keeps reading (and discarding) what the client still sends.
@@ -91,6 +92,9 @@ pub async fn run(
             .ok()
             .map(|local| ConnInfo { remote, local });
         let service = service.clone();
+        let (stream, interim) = InterimWriter::new(LingeringStream {
+            inner: Some(stream),
+        });
         let per_request = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let slot = TrailerSlot::default();
             let (mut parts, body) = request.into_parts();
@@ -98,13 +102,14 @@ pub async fn run(
             if let Some(conn) = conn {
                 parts.extensions.insert(conn);
             }
+            // RFC 9110 §15.2: no 1xx responses to HTTP/1.0 clients.
+            if parts.version == http::Version::HTTP_11 {
+                parts.extensions.insert(interim.clone());
+            }
             let request = http::Request::from_parts(parts, TrailerCapture::new(body, slot));
             let mut service = service.clone();
             service.call(request)
         });
-        let stream = LingeringStream {
-            inner: Some(stream),
-        };
         let connection = builder.serve_connection(TokioIo::new(stream), per_request);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

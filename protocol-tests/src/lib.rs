@@ -593,6 +593,7 @@ impl Request {
             stream,
             buf: Vec::new(),
             method: self.method.clone(),
+            interim: Vec::new(),
         };
         conn.write_all(&self.head_bytes())
             .unwrap_or_else(|e| panic!("writing request head to {}: {e}", self.url));
@@ -613,6 +614,7 @@ impl Request {
             stream,
             buf: Vec::new(),
             method: self.method.clone(),
+            interim: Vec::new(),
         };
         let mut out = self.head_bytes();
         match &self.body {
@@ -677,6 +679,8 @@ pub struct RawConn {
     stream: TcpStream,
     buf: Vec<u8>,
     method: String,
+    /// 1xx interim responses read so far (see [`RawConn::take_interim`]).
+    interim: Vec<Response>,
 }
 
 impl RawConn {
@@ -706,6 +710,11 @@ impl RawConn {
         self.stream.write_all(&out)
     }
 
+    /// The 1xx interim responses the reads so far skipped, in arrival order.
+    pub fn take_interim(&mut self) -> Vec<Response> {
+        std::mem::take(&mut self.interim)
+    }
+
     /// Sets the read timeout of this connection.
     pub fn set_read_timeout(&self, t: Duration) {
         self.stream.set_read_timeout(Some(t)).unwrap();
@@ -731,6 +740,7 @@ impl RawConn {
             let head = self.read_head()?;
             let mut resp = parse_head(&head)?;
             if (100..200).contains(&resp.status) && resp.status != 101 {
+                self.interim.push(resp);
                 continue;
             }
             let no_body = self.method == "HEAD" || resp.status == 204 || resp.status == 304;

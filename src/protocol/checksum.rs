@@ -28,6 +28,14 @@ pub enum ChecksumRequest {
     },
     /// `Trailer: Upload-Checksum`: the value comes after the body.
     Trailer,
+    /// RFC 9530 digests (resumable-upload draft): `Content-Digest` of this body, verified while
+    /// copying, and `Repr-Digest` of the whole upload, read back once the body is in.
+    Digests {
+        /// Algorithm and digest of this request's content.
+        content: Option<(Algorithm, Vec<u8>)>,
+        /// Algorithm and digest of the whole representation (bytes 0 to the new offset).
+        representation: Option<(Algorithm, Vec<u8>)>,
+    },
 }
 
 impl ChecksumRequest {
@@ -36,6 +44,9 @@ impl ChecksumRequest {
         match self {
             ChecksumRequest::Header { algorithm, .. } => Some(algorithm.hasher()),
             ChecksumRequest::Trailer => None,
+            ChecksumRequest::Digests { content, .. } => {
+                content.as_ref().map(|(algorithm, _)| algorithm.hasher())
+            }
         }
     }
 }
@@ -85,6 +96,30 @@ pub async fn verify(
             let (algorithm, digest) = headers::parse_checksum(value)?;
             (digest, read_back(state, info, written, algorithm).await?)
         }
+        (
+            ChecksumRequest::Digests {
+                content,
+                representation,
+            },
+            hasher,
+        ) => {
+            if let Some((algorithm, digest)) = content {
+                let actual = match hasher {
+                    Some(hasher) => hasher.finalize(),
+                    None => read_back(state, info, written, algorithm).await?,
+                };
+                if actual != digest {
+                    return Err(TusError::ChecksumMismatch);
+                }
+            }
+            match representation {
+                Some((algorithm, digest)) => {
+                    let whole = read_range(state, info, 0, info.offset + written, algorithm);
+                    (digest, whole.await?)
+                }
+                None => return Ok(()),
+            }
+        }
     };
     if expected == actual {
         Ok(())
@@ -100,8 +135,19 @@ async fn read_back(
     written: u64,
     algorithm: Algorithm,
 ) -> Result<Vec<u8>> {
+    read_range(state, info, info.offset, written, algorithm).await
+}
+
+/// Hash `len` stored bytes of `info`'s blob from `from`.
+async fn read_range(
+    state: &AppState,
+    info: &UploadInfo,
+    from: u64,
+    len: u64,
+    algorithm: Algorithm,
+) -> Result<Vec<u8>> {
     let mut hasher = algorithm.hasher();
-    let mut stream = state.blobs.read(&info.id, info.offset, written).await?;
+    let mut stream = state.blobs.read(&info.id, from, len).await?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| TusError::Storage(e.into()))?;
         hasher.update(&chunk);

@@ -202,7 +202,7 @@ pub async fn receive(
             max_bytes: room_for_body(state, info),
             idle_timeout: state.settings.timeouts.body_idle.0,
             stop: stop.clone(),
-            checkpoint: checksum.is_none().then_some(CheckpointPolicy::DEFAULT),
+            checkpoint: checksum.is_none().then(|| checkpoint_policy(request)),
             deadline,
         };
         let outcome = pipeline::append(
@@ -220,6 +220,11 @@ pub async fn receive(
         let at = start + outcome.written;
         checkpoint.finish().await?;
         checkpoint = Checkpoint::start(state, info, writer.as_mut(), at).await?;
+        if let Some(progress) = &request.progress {
+            // A progress report must carry a committed offset: this one waits for its commit.
+            checkpoint.finish().await?;
+            (progress.report)(at);
+        }
     };
     // Before anything else is stored: a later commit must never be overtaken by this one.
     checkpoint.finish().await?;
@@ -293,6 +298,19 @@ async fn pre_finish(
             state.blobs.truncate(&info.id, start).await?;
             Err(failed)
         }
+    }
+}
+
+/// How often a body is committed on the way: [`CheckpointPolicy::DEFAULT`], or more often when
+/// someone wants progress reports (each report must carry a committed offset).
+fn checkpoint_policy(request: &RequestParts) -> CheckpointPolicy {
+    let default = CheckpointPolicy::DEFAULT;
+    match &request.progress {
+        Some(progress) if !progress.interval.is_zero() => CheckpointPolicy {
+            interval: progress.interval.min(default.interval),
+            ..default
+        },
+        _ => default,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`termination`] — DELETE.
 //! - [`concatenation`] — partial and final uploads, concatenation-unfinished.
 //! - [`download`] — GET of an upload (tusk's own, with Range).
+//! - [`draft`] — the IETF draft "Resumable Uploads for HTTP" on the same upload resources.
 //!
 //! Handlers take the [`AppState`] and the parts of the request they need, and return
 //! `Result<Response, TusError>`; [`crate::routes`] picks the handler and decorates every response.
@@ -19,12 +20,15 @@ pub mod concatenation;
 pub mod core;
 pub mod creation;
 pub mod download;
+pub mod draft;
 pub mod expiration;
 pub mod headers;
 pub mod termination;
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -35,6 +39,7 @@ use warp::reply::Response;
 use crate::error::{Result, TusError};
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
+use crate::transfer::interim::InterimSender;
 use crate::transfer::ConnInfo;
 use crate::upload::UploadId;
 
@@ -94,6 +99,29 @@ pub struct RequestParts {
     pub conn: Option<ConnInfo>,
     /// Who sent it, once authenticated (`None` in open mode).
     pub principal: Option<crate::auth::Principal>,
+    /// Interim (1xx) responses on that connection; HTTP/1.1 requests served by
+    /// [`crate::server`] only.
+    pub interim: Option<InterimSender>,
+    /// Who wants to hear of committed progress while the body runs (the draft's 104s).
+    pub progress: Option<ProgressReport>,
+}
+
+/// Progress reports during a long body: commit at least every `interval`, and tell `report`
+/// each committed offset.
+#[derive(Clone)]
+pub struct ProgressReport {
+    /// Longest time between commits.
+    pub interval: Duration,
+    /// Called with the new offset after each commit made while the body still runs.
+    pub report: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl std::fmt::Debug for ProgressReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressReport")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Refuse requests without `Tus-Resumable: 1.0.0` (§Core "Tus-Resumable": 412).

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 pub mod body;
 pub mod budget;
 pub mod buffer_pool;
+pub mod interim;
 pub mod monitor;
 pub mod pipeline;
 pub mod policy;

@@ -166,7 +166,10 @@ where
         // No checkpoint once the body may carry nothing more: its end is next, and the end's
         // commit is the one that finishes the upload (and asks the pre-finish hook).
         if let Some(policy) = plan.checkpoint.filter(|_| received < plan.max_bytes) {
-            if written >= policy.bytes || (written > 0 && started.elapsed() >= policy.interval) {
+            // Gathered bytes count too: a slow body may not fill a buffer within the interval,
+            // and its bytes are written on the way out anyway.
+            let taken = written + buffer.buffer.bytes().len() as u64;
+            if taken >= policy.bytes || (taken > 0 && started.elapsed() >= policy.interval) {
                 break AppendEnd::Checkpoint;
             }
         }

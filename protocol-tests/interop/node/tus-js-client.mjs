@@ -350,5 +350,93 @@ add('checksum option (tus-js-client has none; checksum covered by tuspy)', async
   return `no checksum option among ${keys.length} options (files: ${docs.join(',')}); not testable with this client`
 })
 
+// ---- IETF draft "Resumable Uploads for HTTP": tus-js-client's protocol option.
+// 'ietf-draft-03' sends Upload-Draft-Interop-Version 5, 'ietf-draft-05' sends 6; no Tus-Resumable.
+function draftRecorder() {
+  const rec = recorder()
+  const before = rec.onBeforeRequest
+  rec.onBeforeRequest = (req) => {
+    before(req)
+    const last = rec.log[rec.log.length - 1]
+    last.interop = req.getHeader('Upload-Draft-Interop-Version')
+    last.tus = req.getHeader('Tus-Resumable')
+    last.complete = req.getHeader('Upload-Complete')
+  }
+  return rec
+}
+
+function assertDraftRequests(rec, interop) {
+  for (const r of rec.requests()) {
+    assert(r.interop === interop && r.tus == null, `${r.method} sent Upload-Draft-Interop-Version ${r.interop}, Tus-Resumable ${r.tus} (want ${interop}, none)`)
+  }
+}
+
+for (const [protocol, interop] of [['ietf-draft-03', '5'], ['ietf-draft-05', '6']]) {
+  add(`IETF draft (protocol '${protocol}', interop ${interop}): upload in 1 MiB appends`, async () => {
+    const src = Buffer.from(makeBytes(3 * MiB + 5, 40 + Number(interop)))
+    const rec = draftRecorder()
+    const up = await run(newUpload(src, { protocol, chunkSize: 1 * MiB, onBeforeRequest: rec.onBeforeRequest, onAfterResponse: rec.onAfterResponse }))
+    assertDraftRequests(rec, interop)
+    assert(rec.count('POST') === 1 && rec.count('PATCH') === 4, `expected 1 POST + 4 PATCH, saw ${rec.trace()}`)
+    const patches = rec.requests().filter((r) => r.method === 'PATCH')
+    assert(patches.map((r) => r.complete).join() === '?0,?0,?0,?1', `Upload-Complete of the appends: ${patches.map((r) => r.complete)}`)
+    if (protocol === 'ietf-draft-05') {
+      assert(patches.every((r) => r.contentType === 'application/partial-upload'), 'ietf-draft-05 appends are application/partial-upload')
+    }
+    await verifyBytes(up.url, src)
+    return rec.trace()
+  })
+}
+
+add("IETF draft (protocol 'ietf-draft-05'): an interrupted upload resumes from the server's offset", async () => {
+  const protocol = 'ietf-draft-05'
+  const src = Buffer.from(makeBytes(8 * MiB, 47))
+  const file = writeFile('draft-resume.bin', src)
+  const urlStorage = new tus.FileUrlStorage(path.join(tmp, 'tus-url-storage-draft.json'))
+  // As in the tus resume scenario: throttled proxy, connection dropped after ~3 MiB.
+  const target = new URL(endpoint)
+  const proxy = await tcpProxy(Number(target.port), { bytesPerSec: 8 * MiB })
+  try {
+    const proxied = `http://127.0.0.1:${proxy.port}${target.pathname}`
+    const first = new tus.Upload(fs.createReadStream(file), { endpoint: proxied, protocol, urlStorage, retryDelays: null })
+    await new Promise((resolve, reject) => {
+      proxy.setOptions({
+        onForward: (total) => {
+          if (total >= 3 * MiB && !first._interopAborted) {
+            first._interopAborted = true
+            proxy.dropAll()
+            first.abort().then(resolve, reject)
+          }
+        },
+      })
+      first.options.onSuccess = () => reject(new Error('upload finished before it could be aborted'))
+      first.options.onError = reject
+      first.start()
+    })
+    proxy.setOptions({ bytesPerSec: Infinity, onForward: () => {} })
+    const url = first.url
+    assert(url, 'no upload URL after abort')
+    const h = await stableOffset(url)
+    assert(h.offset > 0 && h.offset < src.length, `HEAD after abort: Upload-Offset ${h.offset} (want 0 < offset < ${src.length})`)
+
+    const rec = draftRecorder()
+    const second = new tus.Upload(fs.createReadStream(file), { endpoint: proxied, protocol, urlStorage, retryDelays: [0, 200, 500], onBeforeRequest: rec.onBeforeRequest, onAfterResponse: rec.onAfterResponse })
+    const previous = await second.findPreviousUploads()
+    assert(previous.length >= 1 && previous[0].uploadUrl === url, `stored URL: ${previous.map((p) => p.uploadUrl)} (want ${url})`)
+    second.resumeFromPreviousUpload(previous[0])
+    await run(second)
+    assertDraftRequests(rec, '6')
+    assert(second.url === url, `resumed into a different upload: ${second.url}`)
+    assert(rec.count('POST') === 0, 'resume created a new upload (POST)')
+    assert(rec.requests()[0].method === 'HEAD', `resume did not start with HEAD: ${rec.trace()}`)
+    const firstPatch = rec.requests().find((r) => r.method === 'PATCH')
+    assert(firstPatch && Number(firstPatch.offset) === h.offset, `first PATCH after resume at offset ${firstPatch && firstPatch.offset}, HEAD said ${h.offset}`)
+    await verifyBytes(url, src)
+    return `draft upload cut after 3 MiB; tusk kept ${h.offset} bytes; resumed in draft mode: ${rec.trace()}`
+  } finally {
+    proxy.close()
+  }
+})
+
 const ok = await runScenarios('tus-js-client', scenarios, { timeoutMs: 60000 })
 process.exit(ok ? 0 : 1)
