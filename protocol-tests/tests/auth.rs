@@ -664,3 +664,34 @@ fn auth_owners_list_only_their_own_uploads() {
     assert!(body.contains(&upload_id(&mine)), "{body}");
     assert!(!body.contains(&upload_id(&theirs)), "{body}");
 }
+
+#[test]
+fn auth_draft_requests_follow_the_same_rules() {
+    needs_spawned_server!();
+    let (s, _keys) = token_server("");
+    let draft = |method: &str, url: &str| {
+        Request::new(method, url).header("Upload-Draft-Interop-Version", "8")
+    };
+    let r = draft("POST", s.endpoint())
+        .header("Upload-Complete", "?0")
+        .send();
+    assert_status(&r, &[401], "draft creation without a token");
+    let r = with_token(draft("POST", s.endpoint()), &token("olga"))
+        .header("Upload-Complete", "?0")
+        .send();
+    assert_status(&r, &[201], "draft creation with a token");
+    let url = resolve(s.endpoint(), r.header("Location").unwrap());
+    assert_status(
+        &draft("HEAD", &url).send(),
+        &[401],
+        "draft HEAD without a token",
+    );
+    assert_status(
+        &with_token(draft("HEAD", &url), &token("pete")).send(),
+        &[403],
+        "draft HEAD by another owner",
+    );
+    let own = with_token(draft("HEAD", &url), &token("olga")).send();
+    assert_status(&own, &[204], "draft HEAD by the owner");
+    assert_eq!(own.header_u64("Upload-Offset"), 0);
+}
