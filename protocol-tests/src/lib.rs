@@ -336,6 +336,11 @@ impl TestServer {
         resolve(&self.endpoint, path)
     }
 
+    /// Process id of a running spawned server (to send it signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
