@@ -36,9 +36,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// limited separately and far lower.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serve `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves; then stop accepting, ask in-flight
-/// PATCHes to commit and stop, wait for them (bounded by `timeouts.shutdown_grace`), and flush
-/// the session store.
+/// Serve `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves; then
+/// stop accepting, ask in-flight PATCHes to commit and stop, wait for them (bounded by
+/// `timeouts.shutdown_grace`), and flush the session store.
 ///
 /// # Errors
 /// When the final flush of the session store fails.
