@@ -1171,7 +1171,7 @@ mod tests {
             vec![ip("192.0.2.60"), ip("2001:db8:cafe::17")]
         );
         assert_eq!(
-            forwarded_for(Some("for=unknown, for=_hidden, for=10.0.0.1:80"), None),
+            forwarded_for(Some("for=unknown, for=_hidden, for=\"10.0.0.1:80\""), None),
             vec![None, None, ip("10.0.0.1")]
         );
         assert_eq!(
@@ -1197,7 +1197,9 @@ mod tests {
 
     #[test]
     fn forwarded_for_malformed_is_empty() {
+        // A port makes the node a quoted-string (RFC 7239 §6): ':' is not a token character.
         for bad in [
+            "for=1.2.3.4:80",
             "for",
             "for=\"1.2.3.4",
             "for=1.2.3.4 x",
