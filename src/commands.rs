@@ -59,12 +59,13 @@ fn open_stores(settings: &Settings) -> Result<(SledSessionStore, FsBlobStore), S
     Ok((sessions, blobs))
 }
 
-/// `tusk check`: the configuration is valid (loading it already proved that), the secrets it
-/// names can be read, and the data directory can be opened.
+/// `tusk check`: the configuration is valid (loading it already proved that), the secrets and
+/// TLS files it names can be read and used, and the data directory can be opened.
 pub fn check(settings: &Settings) -> Result<String, String> {
     crate::state::read_admin_token(settings).map_err(|e| e.to_string())?;
     crate::auth::Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())
         .map_err(|e| e.to_string())?;
+    crate::tls::TlsFiles::load(&settings.tls).map_err(|e| e.to_string())?;
     let dir = &settings.storage.data_dir;
     let note = if dir.join("db").exists() {
         match open_stores(settings) {

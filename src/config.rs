@@ -48,6 +48,8 @@ pub enum ConfigError {
 pub struct Settings {
     /// Listener and URL layout.
     pub server: ServerSettings,
+    /// TLS served directly (instead of behind a reverse proxy).
+    pub tls: TlsSettings,
     /// Where and how upload bytes and records are kept.
     pub storage: StorageSettings,
     /// Size limits.
@@ -86,9 +88,10 @@ pub struct ServerSettings {
     pub port: u16,
     /// URL path of the creation endpoint; upload URLs are `{base_path}{id}`.
     pub base_path: String,
-    /// Build Location URLs from `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto`.
-    /// Only enable behind a proxy that sets them, or clients can steer Location elsewhere.
-    pub trust_forwarded_headers: bool,
+    /// Peers (IP addresses or networks) whose `Forwarded` / `X-Forwarded-*` headers are
+    /// believed, for Location URLs and the client address. From anyone else those headers are
+    /// ignored, or clients could steer Location elsewhere and pose as other clients.
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 impl Default for ServerSettings {
@@ -97,8 +100,57 @@ impl Default for ServerSettings {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 1080,
             base_path: "/files/".to_owned(),
-            trust_forwarded_headers: false,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// An IP network written as CIDR (`"10.0.0.0/8"`, `"::1/128"`) or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork(pub ipnet::IpNet);
+
+impl IpNetwork {
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl Serialize for IpNetwork {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNetwork {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(IpNetwork)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not an IP address or network like \"10.0.0.0/8\""
+                ))
+            })
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first; empty = plain HTTP.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key of the leaf certificate; empty = plain HTTP.
+    pub key_file: PathBuf,
+}
+
+impl TlsSettings {
+    /// Whether tusk serves TLS itself.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
     }
 }
 
@@ -610,6 +662,12 @@ impl Settings {
                 "the admin API needs a token file when enabled",
             ));
         }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "tls",
+                "set both cert_file and key_file (TLS), or neither (plain HTTP)",
+            ));
+        }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
@@ -903,6 +961,32 @@ mod tests {
         assert!(err.to_string().contains("hooks.events"), "{err}");
         let err = load_str("[hooks]\nforward_headers = [\"bad header\"]\n", &[]).unwrap_err();
         assert!(err.to_string().contains("hooks.forward_headers"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let settings = load_str(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1/128\"]\n",
+            &[],
+        )
+        .unwrap();
+        let proxies = &settings.server.trusted_proxies;
+        assert!(proxies[0].contains("127.0.0.1".parse().unwrap()));
+        assert!(proxies[0].contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!proxies[0].contains("127.0.0.2".parse().unwrap()));
+        assert!(proxies[1].contains("10.200.3.4".parse().unwrap()));
+        assert!(proxies[2].contains("::1".parse().unwrap()));
+        let err = load_str("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.trusted_proxies"), "{err}");
+        let settings = load_str("", &[("TUSK_SERVER__TRUSTED_PROXIES", "[\"::1\"]")]).unwrap();
+        assert_eq!(settings.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = load_str("[tls]\ncert_file = \"c.pem\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("tls"), "{err}");
+        assert!(load_str("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).is_ok());
     }
 
     #[test]

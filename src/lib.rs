@@ -4,6 +4,7 @@
 //! - [`config`] — settings from defaults, file, environment and flags.
 //! - [`commands`] — `tusk check`, `tusk uploads list|purge` on a stopped server's data.
 //! - [`server`] — accepts connections, runs the routes, shuts down gracefully.
+//! - [`tls`] — TLS served directly, its certificate re-read on SIGHUP.
 //! - [`routes`] — routes requests to handlers; adds Tus-Resumable and CORS to every response.
 //! - [`protocol`] — one module per section of the tus spec, plus pure header parsing.
 //! - [`transfer`] — the PATCH data path from socket to disk.
@@ -35,6 +36,7 @@ pub mod session;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transfer;
 pub mod upload;
 

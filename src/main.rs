@@ -1,4 +1,5 @@
-//! The `tusk` binary: parse flags, load settings, serve until SIGTERM/SIGINT; or run one of
+//! The `tusk` binary: parse flags, load settings, serve until SIGTERM/SIGINT (SIGHUP re-reads
+//! the TLS certificate); or run one of
 //! the maintenance subcommands on a stopped server's data directory.
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +11,7 @@ use tokio::net::TcpListener;
 
 use tusk::commands::{self, Filter};
 use tusk::config::{ByteSize, HumanDuration, Overrides, Settings};
+use tusk::tls::{self, TlsFiles};
 use tusk::{server, telemetry, AppState};
 
 /// A resumable upload server speaking the tus protocol 1.0.0.
@@ -205,15 +207,19 @@ fn fail(message: String) -> ExitCode {
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let address = SocketAddr::new(settings.server.host, settings.server.port);
     let base_path = settings.server.base_path.clone();
+    let tls = TlsFiles::load(&settings.tls)?;
+    #[cfg(unix)]
+    let _reloader = tls.clone().map(tls::reload_on_sighup).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let state = AppState::open(settings).await?;
     let listener = TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
     // Scripts and the protocol tests read this line to find the port.
-    println!("tusk listening on http://{bound}{base_path}");
-    tracing::info!(%bound, %base_path, "tusk listening");
-    server::run(listener, state, shutdown_signal()).await?;
+    println!("tusk listening on {scheme}://{bound}{base_path}");
+    tracing::info!(%bound, %base_path, scheme, "tusk listening");
+    server::run(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

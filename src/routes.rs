@@ -132,7 +132,7 @@ pub fn routes(
              query: String,
              body: BodyStream,
              state: AppState| async move {
-                let request = RequestParts {
+                let mut request = RequestParts {
                     method: method.clone(),
                     uri: request_uri(path.as_str(), &query),
                     headers,
@@ -142,6 +142,7 @@ pub fn routes(
                     interim,
                     progress: None,
                 };
+                request.drop_untrusted_forwarding(&state.settings.server);
                 let path = path.as_str().to_owned();
                 // Its own task: if hyper drops this request (the client vanished), the upload
                 // work still runs to its commit instead of being cancelled mid-write.
@@ -208,8 +209,8 @@ async fn handle(
         owner = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
-    if let Some(conn) = request.conn {
-        span.record("remote", tracing::field::display(conn.remote.ip()));
+    if let Some(client) = request.client_ip(&state.settings.server) {
+        span.record("remote", tracing::field::display(client));
     }
     let response = dispatch(&state, &method, &path, &query, &mut request, body)
         .instrument(span.clone())

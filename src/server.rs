@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ use crate::metrics::UploadEvent;
 use crate::routes::routes;
 use crate::session::expiry;
 use crate::state::AppState;
+use crate::tls::TlsFiles;
 use crate::transfer::body::{TrailerCapture, TrailerSlot};
 use crate::transfer::interim::InterimWriter;
 use crate::transfer::ConnInfo;
@@ -35,15 +37,16 @@ const LINGER: Duration = Duration::from_secs(2);
 /// limited separately and far lower.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serve `state` on `listener` until `shutdown` resolves; then stop accepting, ask in-flight
-/// PATCHes to commit and stop, wait for them (bounded by `timeouts.shutdown_grace`), and flush
-/// the session store.
+/// Serve `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves; then
+/// stop accepting, ask in-flight PATCHes to commit and stop, wait for them (bounded by
+/// `timeouts.shutdown_grace`), and flush the session store.
 ///
 /// # Errors
 /// When the final flush of the session store fails.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
+    tls: Option<Arc<TlsFiles>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let service = warp::service(routes(state.clone()));
@@ -92,9 +95,9 @@ pub async fn run(
             .ok()
             .map(|local| ConnInfo { remote, local });
         let service = service.clone();
-        let (stream, interim) = InterimWriter::new(LingeringStream {
-            inner: Some(stream),
-        });
+        // The writer's senders go to the requests now; the stream it writes to is known once
+        // TLS (if any) is set up, and it wraps that: interim responses are encrypted too.
+        let (interim_writer, interim) = InterimWriter::new(());
         let per_request = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let slot = TrailerSlot::default();
             let (mut parts, body) = request.into_parts();
@@ -110,10 +113,40 @@ pub async fn run(
             let mut service = service.clone();
             service.call(request)
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), per_request);
-        let connection = graceful.watch(connection);
+        let stream = LingeringStream {
+            inner: Some(stream),
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        // Taken now: a certificate reloaded later applies to later connections.
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let handshake_timeout = state.settings.timeouts.header_read.0;
+        // The handshake runs here, in the connection's task, so a slow client never holds up
+        // the accept loop.
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let served = match acceptor {
+                None => {
+                    let stream = interim_writer.with_inner(stream);
+                    serve_connection(&builder, watcher, stream, per_request).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let stream = interim_writer.with_inner(stream);
+                            serve_connection(&builder, watcher, stream, per_request).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%remote, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!(%remote, error = %err, "connection ended with an error");
             }
         });
@@ -137,6 +170,25 @@ pub async fn run(
         .flush()
         .await
         .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Serve HTTP/1.1 on one connection, whatever its transport (TCP, TLS, or wrappers over them),
+/// until it closes or graceful shutdown ends it.
+async fn serve_connection<S, Svc, B>(
+    builder: &http1::Builder,
+    watcher: Watcher,
+    stream: S,
+    service: Svc,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::HttpService<Incoming, ResBody = B>,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    watcher.watch(connection).await
 }
 
 /// A TCP stream that, when the server closes it, first stops sending (FIN) and then reads and

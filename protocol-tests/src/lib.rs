@@ -89,7 +89,25 @@ pub fn tusk_bin() -> PathBuf {
             return PathBuf::from(bin);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let out = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // What `cargo test` sets for this test process must not reach the build: some build
+        // scripts (ring's) rerun when CARGO_MANIFEST_DIR changes, so every test run and every
+        // `cargo build` after it would rebuild ring, rustls and tusk.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let out = build
             .args(["build", "-p", "tusk", "--bin", "tusk"])
             .current_dir(workspace_root())
             .stdin(Stdio::null())
@@ -334,6 +352,11 @@ impl TestServer {
             return resolve(&self.endpoint, &p);
         }
         resolve(&self.endpoint, path)
+    }
+
+    /// Process id of a running spawned server (to send it signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Everything the server wrote to stderr so far.

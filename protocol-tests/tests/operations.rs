@@ -1354,7 +1354,9 @@ fn behind_nginx_with_the_example_config() {
         );
     }
 
-    let s = TestServer::spawn_with_config("[server]\ntrust_forwarded_headers = true\n");
+    let s = TestServer::spawn_with_config(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n",
+    );
     let tusk_port = Url::parse(s.endpoint()).port;
     let port = free_port();
     let prefix = tempfile::Builder::new()

@@ -171,7 +171,9 @@ pub async fn receive(
     {
         return Err(too_large(state, info));
     }
-    let client = request.conn.map(|c| ClientKey::Address(c.remote.ip()));
+    let client = request
+        .client_ip(&state.settings.server)
+        .map(ClientKey::Address);
     let mut buffer = request_buffer(state, request, client.as_ref()).await?;
     // Stopped by a newer request (the lock) or by the interface monitor (address gone); one
     // token for both, so the lock table knows a stopping holder is about to commit.

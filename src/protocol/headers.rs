@@ -6,6 +6,7 @@
 //! because header values come straight from untrusted clients.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::alphabet;
@@ -511,6 +512,106 @@ fn parse_forwarded_first(value: &str) -> Option<(Option<String>, Option<String>)
         }
     }
     Some((host, proto))
+}
+
+/// The addresses a request passed through, client first, as proxies reported them: every
+/// `for=` of a `Forwarded` header (RFC 7239) if it has any, else the `X-Forwarded-For` list.
+/// Nodes are `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:80`;
+/// anything else (`unknown`, obfuscated `_names`, garbage) is `None`, a hop whose address is
+/// not known. A syntactically broken `Forwarded` header yields an empty chain.
+///
+/// Who may be believed is the caller's decision: anyone can send these headers.
+pub fn forwarded_for(
+    forwarded: Option<&str>,
+    x_forwarded_for: Option<&str>,
+) -> Vec<Option<IpAddr>> {
+    let from_forwarded = forwarded.map(|value| {
+        parse_forwarded_elements(value)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|element| {
+                element
+                    .into_iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("for"))
+                    .map(|(_, node)| parse_node(&node))
+            })
+            .collect::<Vec<_>>()
+    });
+    match from_forwarded {
+        Some(chain) if !chain.is_empty() => chain,
+        _ => x_forwarded_for
+            .map(|list| {
+                list.split(',')
+                    .map(|node| parse_node(trim_ows(node)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// One node of a `Forwarded: for=` or `X-Forwarded-For` list: an address, optionally with a
+/// port (IPv6 then in brackets).
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = node.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    node.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// Every element of a `Forwarded` header (RFC 7239 §4), each as its (name, unquoted value)
+/// pairs; `None` if any element is malformed.
+fn parse_forwarded_elements(value: &str) -> Option<Vec<Vec<(String, String)>>> {
+    let mut elements = Vec::new();
+    let mut current = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        if let Some(after) = rest.strip_prefix(',') {
+            // Empty list elements (",,") are allowed.
+            if !current.is_empty() {
+                elements.push(std::mem::take(&mut current));
+            }
+            rest = after;
+            continue;
+        }
+        if rest.is_empty() {
+            break;
+        }
+        let (name, after_eq) = rest.split_once('=')?;
+        let name = trim_ows(name);
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return None;
+        }
+        let (param, after_value) = if let Some(quoted) = after_eq.strip_prefix('"') {
+            parse_quoted(quoted)?
+        } else {
+            let end = after_eq
+                .find([';', ',', ' ', '\t'])
+                .unwrap_or(after_eq.len());
+            let token = &after_eq[..end];
+            if token.is_empty() || !token.bytes().all(is_tchar) {
+                return None;
+            }
+            (token.to_owned(), &after_eq[end..])
+        };
+        current.push((name.to_owned(), param));
+        let after_value = after_value.trim_start_matches([' ', '\t']);
+        match after_value.as_bytes().first() {
+            None | Some(b',') => rest = after_value,
+            Some(b';') => rest = &after_value[1..],
+            Some(_) => return None,
+        }
+    }
+    if !current.is_empty() {
+        elements.push(current);
+    }
+    Some(elements)
 }
 
 /// Reads a quoted-string body (after the opening quote); returns the unescaped content and the
@@ -1049,6 +1150,63 @@ mod tests {
             "é",
         ] {
             assert_eq!(parse_range(v, 10), ByteRange::Full, "{v:?}");
+        }
+    }
+
+    // ---- forwarded-for ----------------------------------------------------------------------
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn forwarded_for_lists_every_hop_client_first() {
+        assert_eq!(
+            forwarded_for(
+                Some(
+                    r#"for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711""#
+                ),
+                None
+            ),
+            vec![ip("192.0.2.60"), ip("2001:db8:cafe::17")]
+        );
+        assert_eq!(
+            forwarded_for(Some("for=unknown, for=_hidden, for=\"10.0.0.1:80\""), None),
+            vec![None, None, ip("10.0.0.1")]
+        );
+        assert_eq!(
+            forwarded_for(Some("For=\"1.2.3.4\""), Some("5.6.7.8")),
+            vec![ip("1.2.3.4")],
+            "Forwarded wins over X-Forwarded-For"
+        );
+    }
+
+    #[test]
+    fn x_forwarded_for_is_the_fallback() {
+        assert_eq!(
+            forwarded_for(None, Some(" 203.0.113.7 , 2001:db8::1,[::1]:8080, junk")),
+            vec![ip("203.0.113.7"), ip("2001:db8::1"), ip("::1"), None]
+        );
+        assert_eq!(
+            forwarded_for(Some("proto=https"), Some("9.9.9.9")),
+            vec![ip("9.9.9.9")],
+            "a Forwarded header without for= leaves the address to X-Forwarded-For"
+        );
+        assert_eq!(forwarded_for(None, None), vec![]);
+    }
+
+    #[test]
+    fn forwarded_for_malformed_is_empty() {
+        // A port makes the node a quoted-string (RFC 7239 §6): ':' is not a token character.
+        for bad in [
+            "for=1.2.3.4:80",
+            "for",
+            "for=\"1.2.3.4",
+            "for=1.2.3.4 x",
+            "=1.2.3.4",
+            "for=a b",
+        ] {
+            assert_eq!(forwarded_for(Some(bad), None), vec![], "{bad:?}");
         }
     }
 

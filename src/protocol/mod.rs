@@ -26,6 +26,7 @@ pub mod headers;
 pub mod termination;
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
+use crate::config::ServerSettings;
 use crate::error::{Result, TusError};
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
@@ -124,6 +126,70 @@ impl std::fmt::Debug for ProgressReport {
     }
 }
 
+/// Headers by which proxies describe the client's request; believed only from trusted proxies.
+const FORWARDING_HEADERS: [HeaderName; 4] = [
+    http::header::FORWARDED,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-for"),
+];
+
+impl RequestParts {
+    /// Whether the request came straight from one of `server.trusted_proxies`.
+    pub fn from_trusted_proxy(&self, server: &ServerSettings) -> bool {
+        self.conn
+            .is_some_and(|conn| is_trusted(server, conn.remote.ip()))
+    }
+
+    /// Remove `Forwarded` / `X-Forwarded-*` unless a trusted proxy sent them, so that nothing
+    /// downstream (Location URLs, the client address) can be steered by a client.
+    pub fn drop_untrusted_forwarding(&mut self, server: &ServerSettings) {
+        if !self.from_trusted_proxy(server) {
+            for name in &FORWARDING_HEADERS {
+                self.headers.remove(name);
+            }
+        }
+    }
+
+    /// The client's address, for logs, client profiles and per-client limits: the TCP peer,
+    /// or, when that peer is a trusted proxy, the right-most address of `Forwarded: for=` /
+    /// `X-Forwarded-For` that is not itself a trusted proxy (addresses left of it were written
+    /// by the client and prove nothing). If that hop's address is unknown, the peer's.
+    pub fn client_ip(&self, server: &ServerSettings) -> Option<IpAddr> {
+        let peer = self.conn?.remote.ip().to_canonical();
+        if !is_trusted(server, peer) {
+            return Some(peer);
+        }
+        let join = |name: &HeaderName| {
+            let values: Vec<&str> = self
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        let chain = headers::forwarded_for(
+            join(&http::header::FORWARDED).as_deref(),
+            join(&FORWARDING_HEADERS[3]).as_deref(),
+        );
+        let mut client = peer;
+        for hop in chain.into_iter().rev() {
+            match hop.map(|ip| ip.to_canonical()) {
+                Some(ip) if is_trusted(server, ip) => client = ip,
+                Some(ip) => return Some(ip),
+                None => return Some(peer),
+            }
+        }
+        // Every hop was a trusted proxy: the left-most is as close to the client as we know.
+        Some(client)
+    }
+}
+
+fn is_trusted(server: &ServerSettings, ip: IpAddr) -> bool {
+    server.trusted_proxies.iter().any(|net| net.contains(ip))
+}
+
 /// Refuse requests without `Tus-Resumable: 1.0.0` (§Core "Tus-Resumable": 412).
 pub fn require_tus_resumable(headers: &HeaderMap) -> Result<()> {
     match header_str(headers, &TUS_RESUMABLE) {
@@ -165,8 +231,9 @@ pub fn set_header(response: &mut Response, name: HeaderName, value: impl ToStrin
     }
 }
 
-/// The absolute URL of an upload, as clients should see it: from `Host` (or, when trusted,
-/// `Forwarded` / `X-Forwarded-*`). Without a usable host, a path-only URL, which clients
+/// The absolute URL of an upload, as clients should see it: from `Host` (or `Forwarded` /
+/// `X-Forwarded-*`, which only trusted proxies get through to here; see
+/// [`RequestParts::drop_untrusted_forwarding`]). Without a usable host, a path-only URL, which clients
 /// resolve against the creation URL.
 pub fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> String {
     let base = &state.settings.server.base_path;
@@ -178,21 +245,25 @@ pub fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> Strin
 
 /// The scheme and host this request was addressed to.
 pub fn request_origin(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
-    let (forwarded_host, forwarded_proto) = if state.settings.server.trust_forwarded_headers {
-        headers::forwarded_origin(
-            header_str(headers, &http::header::FORWARDED),
-            header_str(headers, &HeaderName::from_static("x-forwarded-host")),
-            header_str(headers, &HeaderName::from_static("x-forwarded-proto")),
-        )
+    let (forwarded_host, forwarded_proto) = headers::forwarded_origin(
+        header_str(headers, &FORWARDING_HEADERS[0]),
+        header_str(headers, &FORWARDING_HEADERS[1]),
+        header_str(headers, &FORWARDING_HEADERS[2]),
+    );
+    let own_scheme = if state.settings.tls.enabled() {
+        "https"
     } else {
-        (None, None)
+        "http"
     };
     let host = forwarded_host.or_else(|| {
         header_str(headers, &http::header::HOST)
             .filter(|h| is_plausible_host(h))
             .map(str::to_owned)
     })?;
-    Some((forwarded_proto.unwrap_or_else(|| "http".to_owned()), host))
+    Some((
+        forwarded_proto.unwrap_or_else(|| own_scheme.to_owned()),
+        host,
+    ))
 }
 
 /// Host header values we are willing to echo into a Location URL.

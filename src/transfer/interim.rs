@@ -67,6 +67,17 @@ impl<S> InterimWriter<S> {
         (writer, sender)
     }
 
+    /// The same queue, written over `inner` instead: the connection's senders are handed out
+    /// before a TLS handshake, and the writer must sit above TLS (interim responses are HTTP,
+    /// so they are encrypted like the rest).
+    pub fn with_inner<T>(self, inner: T) -> InterimWriter<T> {
+        InterimWriter {
+            inner,
+            shared: self.shared,
+            hyper_writing: false,
+        }
+    }
+
     fn remember_waker(&self, cx: &Context<'_>) {
         let mut shared = locked(&self.shared);
         if !shared
