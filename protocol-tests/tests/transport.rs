@@ -186,6 +186,11 @@ impl TlsConn {
         out.extend_from_slice(body);
         self.stream.write_all(&out).unwrap();
         self.stream.flush().unwrap();
+        self.read_reply(method)
+    }
+
+    /// The next response on the connection (interim ones included).
+    fn read_reply(&mut self, method: &str) -> Reply {
         let head_end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -213,7 +218,7 @@ impl TlsConn {
             body: Vec::new(),
         };
         let length: usize = match reply.header("content-length") {
-            Some(n) if method != "HEAD" && status != 204 => n.parse().unwrap(),
+            Some(n) if method != "HEAD" && status != 204 && status >= 200 => n.parse().unwrap(),
             _ => 0,
         };
         while self.buf.len() < length {
@@ -371,6 +376,36 @@ fn tls_serves_the_tus_api() {
     assert_eq!(head.header("upload-length"), Some("11"));
     // Graceful shutdown still works with a TLS connection open.
     server.terminate();
+}
+
+#[test]
+fn tls_carries_interim_104_responses_encrypted() {
+    needs_spawned_server!();
+    let pki = Pki::new();
+    let cert = pki.issue("interim");
+    pki.install(&cert);
+    let server = spawn_tls(&pki, "");
+    let mut conn = TlsConn::open(&pki, https_port(&server));
+    // A draft creation gets 104 Upload Resumption Supported before its final 201; over TLS
+    // both must arrive as TLS records a client can read, in that order.
+    let first = conn.request(
+        "POST",
+        "/files/",
+        &[
+            ("Upload-Draft-Interop-Version", "8"),
+            ("Upload-Complete", "?1"),
+        ],
+        b"hello",
+    );
+    assert_eq!(first.status, 104, "the interim response comes first");
+    let location = first
+        .header("location")
+        .expect("104 carries Location")
+        .to_owned();
+    assert!(location.starts_with("https://"), "{location}");
+    let last = conn.read_reply("POST");
+    assert_eq!(last.status, 201);
+    assert_eq!(last.header("location"), Some(location.as_str()));
 }
 
 #[test]
