@@ -113,6 +113,9 @@ struct FilterArgs {
     older_than: Option<String>,
 }
 
+/// Threads for file I/O (writes, fsyncs, reads of downloads).
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
@@ -139,7 +142,14 @@ fn main() -> ExitCode {
             Err(err) => fail(err.to_string()),
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // File I/O runs on tokio's blocking pool. Its default ceiling (512 threads) lets 1,000
+    // slow uploads reaching their checkpoints together start hundreds of threads, each with
+    // its stack and malloc arena, for a disk that serves a few requests at a time anyway.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the runtime: {err}")),
     };

@@ -14,6 +14,11 @@ use super::policy::Adapter;
 use crate::checksum::Hasher;
 use crate::storage::{BlobWriter, StoreError};
 
+/// Frames at least this large are written without being gathered, whatever the buffer size:
+/// a syscall per 64 KiB is already cheap next to copying the bytes (a 1 MiB buffer would
+/// otherwise copy hyper's frames, which are rarely over 512 KiB).
+const DIRECT_WRITE_FRAME: usize = 64 * 1024;
+
 /// A request's pooled buffer and the adapter that re-sizes it as the body's rate is measured.
 #[derive(Debug)]
 pub struct AdaptiveBuffer {
@@ -196,7 +201,7 @@ where
         if let Some(hasher) = hasher.as_deref_mut() {
             hasher.update(&frame);
         }
-        if frame.len() >= buffer.size() / 2 {
+        if frame.len() >= (buffer.size() / 2).min(DIRECT_WRITE_FRAME) {
             // A large frame (fast clients deliver them) is written where it lies, behind what
             // was gathered, in one call: copying it into the buffer first would cost a memcpy
             // of every byte, which is most of this loop's CPU on a fast link.
