@@ -482,29 +482,12 @@ fn parse_forwarded_first(value: &str) -> Option<(Option<String>, Option<String>)
         if rest.is_empty() {
             break;
         }
-        let (name, after_eq) = rest.split_once('=')?;
-        let name = trim_ows(name);
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return None;
-        }
-        let (param, after_value) = if let Some(quoted) = after_eq.strip_prefix('"') {
-            parse_quoted(quoted)?
-        } else {
-            let end = after_eq
-                .find([';', ',', ' ', '\t'])
-                .unwrap_or(after_eq.len());
-            let token = &after_eq[..end];
-            if token.is_empty() || !token.bytes().all(is_tchar) {
-                return None;
-            }
-            (token.to_owned(), &after_eq[end..])
-        };
+        let (name, param, after_value) = forwarded_pair(rest)?;
         if name.eq_ignore_ascii_case("host") {
             host.get_or_insert(param);
         } else if name.eq_ignore_ascii_case("proto") {
             proto.get_or_insert(param);
         }
-        let after_value = after_value.trim_start_matches([' ', '\t']);
         match after_value.as_bytes().first() {
             None | Some(b',') => break,
             Some(b';') => rest = &after_value[1..],
@@ -583,25 +566,8 @@ fn parse_forwarded_elements(value: &str) -> Option<Vec<Vec<(String, String)>>> {
         if rest.is_empty() {
             break;
         }
-        let (name, after_eq) = rest.split_once('=')?;
-        let name = trim_ows(name);
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return None;
-        }
-        let (param, after_value) = if let Some(quoted) = after_eq.strip_prefix('"') {
-            parse_quoted(quoted)?
-        } else {
-            let end = after_eq
-                .find([';', ',', ' ', '\t'])
-                .unwrap_or(after_eq.len());
-            let token = &after_eq[..end];
-            if token.is_empty() || !token.bytes().all(is_tchar) {
-                return None;
-            }
-            (token.to_owned(), &after_eq[end..])
-        };
+        let (name, param, after_value) = forwarded_pair(rest)?;
         current.push((name.to_owned(), param));
-        let after_value = after_value.trim_start_matches([' ', '\t']);
         match after_value.as_bytes().first() {
             None | Some(b',') => rest = after_value,
             Some(b';') => rest = &after_value[1..],
@@ -612,6 +578,29 @@ fn parse_forwarded_elements(value: &str) -> Option<Vec<Vec<(String, String)>>> {
         elements.push(current);
     }
     Some(elements)
+}
+
+/// One `name=value` pair of a `Forwarded` element (RFC 7239 §4): the name, the unquoted value,
+/// and the text after it with leading whitespace trimmed; `None` when malformed.
+fn forwarded_pair(rest: &str) -> Option<(&str, String, &str)> {
+    let (name, after_eq) = rest.split_once('=')?;
+    let name = trim_ows(name);
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return None;
+    }
+    let (param, after_value) = if let Some(quoted) = after_eq.strip_prefix('"') {
+        parse_quoted(quoted)?
+    } else {
+        let end = after_eq
+            .find([';', ',', ' ', '\t'])
+            .unwrap_or(after_eq.len());
+        let token = &after_eq[..end];
+        if token.is_empty() || !token.bytes().all(is_tchar) {
+            return None;
+        }
+        (token.to_owned(), &after_eq[end..])
+    };
+    Some((name, param, after_value.trim_start_matches([' ', '\t'])))
 }
 
 /// Reads a quoted-string body (after the opening quote); returns the unescaped content and the
