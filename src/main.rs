@@ -219,7 +219,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let base_path = settings.server.base_path.clone();
     let tls = TlsFiles::load(&settings.tls)?;
     #[cfg(unix)]
-    let _reloader = tls.clone().map(tls::reload_on_sighup).transpose()?;
+    let _reloader = tls::reload_on_sighup(tls.clone())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let state = AppState::open(settings).await?;
     let listener = TcpListener::bind(address)

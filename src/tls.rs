@@ -71,16 +71,23 @@ impl TlsFiles {
 }
 
 /// Reload `files` on every SIGHUP, until the runtime ends. The signal handler is installed
-/// before this returns, so a SIGHUP sent after it cannot kill the process.
+/// before this returns, so a SIGHUP sent after it cannot kill the process; without TLS a
+/// SIGHUP (a `systemctl reload`, a closed terminal) is logged and otherwise ignored.
 ///
 /// # Errors
 /// When the signal handler cannot be installed.
 #[cfg(unix)]
-pub fn reload_on_sighup(files: Arc<TlsFiles>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn reload_on_sighup(
+    files: Option<Arc<TlsFiles>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            let Some(files) = &files else {
+                tracing::info!("SIGHUP: TLS is off, nothing to reload");
+                continue;
+            };
             match files.reload() {
                 Ok(()) => tracing::info!(
                     cert_file = %files.cert_file.display(),

@@ -543,6 +543,22 @@ fn tls_slow_handshake_does_not_block_others() {
 }
 
 #[test]
+fn sighup_without_tls_leaves_the_server_serving() {
+    needs_spawned_server!();
+    // `systemctl reload` sends SIGHUP; without TLS there is nothing to reload, and the
+    // default action (terminate) would take every upload down with it.
+    let server = TestServer::spawn();
+    sighup(&server);
+    eventually("the SIGHUP is logged", || {
+        server.stderr().contains("SIGHUP: TLS is off")
+    });
+    let r = tus("POST", server.endpoint())
+        .header("Upload-Length", "1")
+        .send();
+    protocol_tests::assert_status(&r, &[201], "POST after SIGHUP");
+}
+
+#[test]
 fn tls_port_refuses_plain_http() {
     needs_spawned_server!();
     let pki = Pki::new();
