@@ -129,6 +129,18 @@ pub fn mint_token(
     Ok(crate::auth::jwt::sign(&claims, keys.signing_key()))
 }
 
+/// The records `filter` selects.
+async fn matching(sessions: &SledSessionStore, filter: &Filter) -> Result<Vec<UploadInfo>, String> {
+    let matches = filter.matcher()?;
+    Ok(sessions
+        .all()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|info| matches(info))
+        .collect())
+}
+
 /// `tusk uploads list`: one line per upload (or JSON).
 pub async fn list(
     settings: &Settings,
@@ -137,15 +149,8 @@ pub async fn list(
     out: &mut impl Write,
 ) -> Result<(), String> {
     let (sessions, _) = open_stores(settings)?;
-    let matches = filter.matcher()?;
     let now = unix_now();
-    let mut uploads: Vec<UploadInfo> = sessions
-        .all()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|info| matches(info))
-        .collect();
+    let mut uploads = matching(&sessions, filter).await?;
     uploads.sort_by_key(|u| u.created_at);
     let write_err = |e: std::io::Error| e.to_string();
     if json {
@@ -194,14 +199,7 @@ pub async fn purge(
         return Err("say what to purge: --expired, --state STATE or --older-than AGE".to_owned());
     }
     let (sessions, blobs) = open_stores(settings)?;
-    let matches = filter.matcher()?;
-    let doomed: Vec<UploadInfo> = sessions
-        .all()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|info| matches(info))
-        .collect();
+    let doomed = matching(&sessions, filter).await?;
     let bar = if show_progress {
         ProgressBar::new(doomed.len() as u64)
     } else {

@@ -5,7 +5,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -148,16 +147,8 @@ struct FsBlobWriter {
 #[async_trait]
 impl BlobWriter for FsBlobWriter {
     async fn write_at(&mut self, buf: BytesMut, offset: u64) -> (BytesMut, Result<(), StoreError>) {
-        let file = Arc::clone(&self.file);
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = file.write_all_at(&buf, offset);
-            (buf, result)
-        })
-        .await;
-        match joined {
-            Ok((buf, result)) => (buf, result.map_err(StoreError::from)),
-            Err(join) => (BytesMut::new(), Err(StoreError::Io(io::Error::other(join)))),
-        }
+        // One path for both: pwritev of a single slice is a pwrite.
+        self.write_pair_at(buf, Bytes::new(), offset).await
     }
 
     async fn write_pair_at(
