@@ -76,6 +76,10 @@ pub struct Settings {
     pub hooks: HookSettings,
     /// The IETF resumable-upload draft beside tus 1.0.0.
     pub draft: DraftSettings,
+    /// The S3-compatible object store (`storage.backend = "s3"`).
+    pub s3: S3Settings,
+    /// The Redis server shared by instances (`storage.backend = "s3"`).
+    pub redis: RedisSettings,
 }
 
 /// `[server]`
@@ -165,11 +169,102 @@ pub struct StorageSettings {
     /// New uploads are refused with 507, and `/readyz` fails, below this much free space on
     /// the data volume; 0 = no floor.
     pub min_free_space: ByteSize,
+    /// Where bytes and records live: one machine, or shared by several instances.
+    pub backend: Backend,
+}
+
+/// `storage.backend`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Files under `data_dir/uploads`, records in sled under `data_dir/db`: one instance.
+    Local,
+    /// Bytes in an S3-compatible object store (`[s3]`), records and locks in Redis
+    /// (`[redis]`): any number of instances behind a load balancer.
+    S3,
+}
+
+/// `[s3]`
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    /// Base URL of the S3 API, e.g. `http://127.0.0.1:9000` (path-style requests).
+    pub endpoint: String,
+    /// Bucket holding the uploads (must exist).
+    pub bucket: String,
+    /// Region for request signing.
+    pub region: String,
+    /// Key prefix of every object tusk writes.
+    pub prefix: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key (better given as `TUSK_S3__SECRET_KEY`).
+    pub secret_key: String,
+    /// Smallest part of a multipart upload (S3's floor is 5 MiB); larger when Upload-Length
+    /// needs it to stay within 10,000 parts.
+    pub part_size: ByteSize,
+    /// Time allowed for one request to the object store.
+    pub request_timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .field("part_size", &self.part_size)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            part_size: ByteSize(8 << 20),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Connection URL, e.g. `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Prefix of every key (and pub/sub channel) tusk uses, so instances of different
+    /// deployments can share one Redis.
+    pub key_prefix: String,
+    /// Lifetime of an upload lock; its holder renews it every third of this, so a crashed
+    /// instance's locks free themselves within it.
+    pub lock_ttl: HumanDuration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379/0".to_owned(),
+            key_prefix: "tusk:".to_owned(),
+            lock_ttl: HumanDuration(Duration::from_secs(10)),
+        }
+    }
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
+            backend: Backend::Local,
             data_dir: PathBuf::from("./data"),
             durability: Durability::Fsync,
             min_free_space: ByteSize(0),
@@ -671,9 +766,54 @@ impl Settings {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        if self.storage.backend == Backend::S3 {
+            self.validate_shared_backend()?;
+        }
         self.hooks
             .validate()
             .map_err(|(key, message)| invalid(key, message))
+    }
+
+    fn validate_shared_backend(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let s3 = &self.s3;
+        if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://"))
+            || s3.endpoint.parse::<http::Uri>().is_err()
+        {
+            return Err(invalid("s3.endpoint", "must be an http:// or https:// URL"));
+        }
+        if s3.bucket.is_empty() {
+            return Err(invalid("s3.bucket", "must name a bucket"));
+        }
+        if s3.access_key.is_empty() || s3.secret_key.is_empty() {
+            return Err(invalid(
+                "s3.secret_key",
+                "set s3.access_key and s3.secret_key (or TUSK_S3__SECRET_KEY)",
+            ));
+        }
+        if s3.part_size.0 < 5 << 20 || s3.part_size.0 > 5 << 30 {
+            return Err(invalid("s3.part_size", "must be between 5MiB and 5GiB"));
+        }
+        if s3.request_timeout.0.is_zero() {
+            return Err(invalid("s3.request_timeout", "must be greater than 0"));
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return Err(invalid("redis.url", "must be a redis:// URL"));
+        }
+        if self.redis.lock_ttl.0 < Duration::from_secs(1) {
+            return Err(invalid("redis.lock_ttl", "must be at least 1s"));
+        }
+        if self.storage.durability != Durability::Fsync {
+            // Bytes another instance must see are only in the object store after a sync.
+            return Err(invalid(
+                "storage.durability",
+                "must be \"fsync\" with the s3 backend (other instances read only what was stored)",
+            ));
+        }
+        Ok(())
     }
 
     /// The effective Tus-Max-Size, if any.

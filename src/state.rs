@@ -151,6 +151,10 @@ impl AppState {
     /// possible with relaxed durability and a power cut) lowers the offset; files without a
     /// record are deleted.
     async fn reconcile(&self) -> Result<(), StartError> {
+        if self.blobs.is_shared() {
+            // Other instances are writing into a shared store now: nothing here is orphaned.
+            return Ok(());
+        }
         let records = self.sessions.all().await?;
         let mut known = std::collections::HashSet::with_capacity(records.len());
         let now = unix_now();
@@ -203,11 +207,26 @@ impl AppState {
 
     /// The record of `id`: 404 if unknown, 410 if expired.
     pub async fn load(&self, id: &UploadId) -> Result<UploadInfo> {
-        match self.sessions.get(id).await? {
+        let record = match self.sessions.get(id).await? {
+            Some(info) => Some(info),
+            None => self.recover(id).await?,
+        };
+        match record {
             None => Err(TusError::NotFound),
             Some(info) if info.is_expired(unix_now()) => Err(TusError::Gone),
             Some(info) => Ok(info),
         }
+    }
+
+    /// A record the session store does not have, rebuilt from the blob store (a shared session
+    /// store that was flushed or lost: the object store still knows every upload) and stored.
+    async fn recover(&self, id: &UploadId) -> Result<Option<UploadInfo>> {
+        let Some(info) = self.blobs.recover(id).await? else {
+            return Ok(None);
+        };
+        tracing::warn!(upload = %id, offset = info.offset, "record rebuilt from the blob store");
+        self.sessions.put(&info).await?;
+        Ok(Some(info))
     }
 
     /// The write lock of `id`, asking an in-flight holder to stop first (423 if it won't).
@@ -230,6 +249,10 @@ impl AppState {
     /// flushes before the client hears of it (creation-with-upload: one fsync, not two).
     pub async fn create_upload(&self, info: UploadInfo, durable_now: bool) -> Result<UploadInfo> {
         self.blobs.create(&info.id).await?;
+        if let Err(err) = self.blobs.describe(&info).await {
+            let _ = self.blobs.remove(&info.id).await;
+            return Err(err.into());
+        }
         let stored = if durable_now {
             self.sessions.put(&info).await
         } else {

@@ -395,6 +395,9 @@ async fn commit(
     if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
         writer.sync().await?;
     }
+    if info.length == Some(offset) && !info.is_finished() {
+        state.blobs.complete(&info.id, offset).await?;
+    }
     advance(state, info, offset, next);
     state.sessions.put(info).await?;
     Ok(())

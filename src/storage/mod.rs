@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
-use crate::upload::UploadId;
+use crate::upload::{UploadId, UploadInfo};
 
 /// Why the blob store failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,31 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn concat(&self, target: &UploadId, parts: &[UploadId]) -> Result<u64, StoreError>;
     /// Every id that has a blob (start-up reconciliation finds orphans with it).
     async fn ids(&self) -> Result<Vec<UploadId>, StoreError>;
+    /// Keep a copy of a new upload's record beside its bytes, called once right after
+    /// [`create`](Self::create). A store shared by several instances uses it to size its parts
+    /// and to rebuild a record the session store lost; a local store needs nothing.
+    async fn describe(&self, _info: &UploadInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Rebuild the record of `id` from what this store holds (the copy [`describe`] kept, its
+    /// offset re-derived from the bytes durably stored), for when the session store lost it.
+    /// `None` when the store keeps no such copy or has nothing for `id`.
+    ///
+    /// [`describe`]: Self::describe
+    async fn recover(&self, _id: &UploadId) -> Result<Option<UploadInfo>, StoreError> {
+        Ok(None)
+    }
+    /// The upload is whole at `length` bytes, all of them synced: seal it (an object store
+    /// completes its multipart upload here). Called before the record says finished; calling
+    /// it again on a sealed upload is not an error.
+    async fn complete(&self, _id: &UploadId, _length: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether this store's state is shared with other tusk instances (an object store):
+    /// then start-up reconciliation must not cut or delete what another instance is writing.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Positional writes into one blob.
@@ -94,6 +119,7 @@ pub trait BlobWriter: Send + fmt::Debug {
     }
     /// Make every byte written so far durable.
     async fn sync(&mut self) -> Result<(), StoreError>;
+
     /// A sync of every byte written so far that runs on its own while writing goes on, for
     /// checkpoints in the middle of a long body; `None` when the store cannot do that (the
     /// caller then syncs in line).

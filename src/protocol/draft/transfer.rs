@@ -317,6 +317,7 @@ async fn receive(
         ))),
         // Completed with an unannounced length (a body without Content-Length): now known.
         None => {
+            state.blobs.complete(&info.id, info.offset).await?;
             info.length = Some(info.offset);
             info.state = UploadState::Completed;
             expiration::renew(state, info);
