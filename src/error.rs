@@ -124,10 +124,25 @@ pub enum TusError {
     UploadCompleted,
     /// The session store failed.
     #[error("session store failure")]
-    Session(#[from] SessionError),
+    Session(SessionError),
     /// The blob store failed.
     #[error("storage failure")]
     Storage(#[source] StoreError),
+    /// A shared backend (object store, Redis) could not be reached; the client should retry.
+    #[error("{0} is unavailable, retry shortly")]
+    BackendUnavailable(&'static str),
+}
+
+impl From<SessionError> for TusError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Unavailable(reason) => {
+                tracing::warn!(%reason, "session store unavailable");
+                TusError::BackendUnavailable("the session store")
+            }
+            other => TusError::Session(other),
+        }
+    }
 }
 
 impl From<StoreError> for TusError {
@@ -135,6 +150,10 @@ impl From<StoreError> for TusError {
         match err {
             StoreError::NotFound => TusError::NotFound,
             StoreError::Full => TusError::InsufficientStorage,
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "object store unavailable");
+                TusError::BackendUnavailable("the object store")
+            }
             other => TusError::Storage(other),
         }
     }
@@ -175,7 +194,9 @@ impl TusError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             TusError::Conflict(_) => StatusCode::CONFLICT,
-            TusError::Overloaded | TusError::HookUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TusError::Overloaded
+            | TusError::HookUnavailable(_)
+            | TusError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Only 4xx reach here (the hook answer is checked); FORBIDDEN is a safe fallback.
             TusError::HookRejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
@@ -219,6 +240,7 @@ impl TusError {
             TusError::UploadCompleted => "ERR_UPLOAD_COMPLETED",
             TusError::Session(_) => "ERR_SESSION_STORE",
             TusError::Storage(_) => "ERR_STORAGE",
+            TusError::BackendUnavailable(_) => "ERR_BACKEND_UNAVAILABLE",
         }
     }
 
@@ -253,6 +275,7 @@ impl TusError {
             TusError::Locked
             | TusError::BodyTimeout(_)
             | TusError::RequestDeadline(_)
+            | TusError::BackendUnavailable(_)
             | TusError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -25,6 +25,9 @@ pub enum SessionError {
     /// The database itself failed.
     #[error("database error: {0}")]
     Database(String),
+    /// A shared store (Redis) could not be reached: worth a retry.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
     /// A stored record could not be decoded.
     #[error("corrupt record for upload {id}: {message}")]
     Corrupt {

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The disk is full.
     #[error("no space left on the data volume")]
     Full,
+    /// A remote store (object store) could not be reached or answered 5xx: worth a retry.
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
     /// Any other I/O failure.
     #[error("I/O error: {0}")]
     Io(#[source] io::Error),
