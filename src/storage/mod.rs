@@ -6,6 +6,7 @@
 //! nothing of HTTP.
 
 pub mod fs;
+pub mod s3;
 
 use std::fmt;
 use std::io;
