@@ -381,16 +381,31 @@ impl S3BlobStore {
                 doc.part_size
             )));
         }
-        Ok(S3BlobWriter {
+        Ok(self.writer_at(id, doc, tail.parts, BytesMut::from(&tail.bytes[..])))
+    }
+
+    /// A writer of `id` after `parts` parts and the bytes of `spool`.
+    fn writer_at(&self, id: &UploadId, doc: InfoDoc, parts: u64, spool: BytesMut) -> S3BlobWriter {
+        S3BlobWriter {
             store: self.clone(),
             id: id.clone(),
             key: self.key(id),
             upload_id: doc.upload_id,
             part_size: doc.part_size,
-            parts: tail.parts,
-            spool: BytesMut::from(&tail.bytes[..]),
+            parts,
+            spool,
             broken: None,
-        })
+        }
+    }
+
+    /// Store `{id}.info`.
+    async fn put_info(&self, id: &UploadId, doc: &InfoDoc) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(doc).map_err(io::Error::other)?;
+        let call = Call::new(Method::PUT, Some(&self.info_key(id)))
+            .header("content-type", "application/json")
+            .body(json.into());
+        self.client.send(call).await?;
+        Ok(())
     }
 }
 
@@ -580,11 +595,18 @@ impl BlobStore for S3BlobStore {
             self.complete(target, total).await?;
             return Ok(total);
         }
-        let mut writer = self.open_writer(target).await?;
+        let mut doc = self.info_doc(target).await?.ok_or(StoreError::NotFound)?;
+        let needed = part_size_for(self.part_size, Some(total))?;
+        if doc.part_size < needed {
+            // A final upload's length is often unknown when it is described; now that it is
+            // known, parts must be large enough for 10,000 of them to hold it. Safe because
+            // the target is written from its first byte (below).
+            doc.part_size = needed;
+            self.put_info(target, &doc).await?;
+        }
         // The target is written from its first byte whatever an attempt cut short left: its
         // parts are overwritten in order and the tail's count rewritten at the sync.
-        writer.parts = 0;
-        writer.spool.clear();
+        let mut writer = self.writer_at(target, doc, 0, BytesMut::new());
         for (part, size) in parts.iter().zip(sizes) {
             let mut stream = self.read(part, 0, size).await?;
             while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
@@ -628,14 +650,10 @@ impl BlobStore for S3BlobStore {
             upload_id,
             part_size,
         };
-        let json = serde_json::to_vec(&doc).map_err(io::Error::other)?;
-        let call = Call::new(Method::PUT, Some(&self.info_key(&info.id)))
-            .header("content-type", "application/json")
-            .body(json.into());
-        if let Err(err) = self.client.send(call).await {
+        if let Err(err) = self.put_info(&info.id, &doc).await {
             // Without `.info` nothing would ever find the multipart upload again.
             let _ = self.abort(&key, &doc.upload_id).await;
-            return Err(err.into());
+            return Err(err);
         }
         Ok(())
     }
@@ -1347,6 +1365,32 @@ mod tests {
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
         let err = store.check().await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let store = S3BlobStore::new(&S3Settings {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: "b".to_owned(),
+            part_size: ByteSize(PART),
+            request_timeout: HumanDuration(Duration::from_millis(200)),
+            ..S3Settings::default()
+        })
+        .unwrap();
+        let began = std::time::Instant::now();
+        let err = store.len(&UploadId::random()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(2));
+        hold.abort();
     }
 
     #[tokio::test]

@@ -100,7 +100,8 @@ impl Signer {
             .collect::<Vec<_>>()
             .join("&");
 
-        // Canonical headers: lowercase names, sorted, values trimmed.
+        // Canonical headers: lowercase names, sorted, values trimmed and inner runs of spaces
+        // collapsed to one.
         let mut headers: Vec<(String, String)> = vec![
             ("host".to_owned(), request.host.to_owned()),
             (
@@ -109,12 +110,10 @@ impl Signer {
             ),
             ("x-amz-date".to_owned(), amz_date.clone()),
         ];
-        headers.extend(
-            request
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned())),
-        );
+        headers.extend(request.headers.iter().map(|(k, v)| {
+            let value = v.split_whitespace().collect::<Vec<_>>().join(" ");
+            (k.to_ascii_lowercase(), value)
+        }));
         headers.sort();
         let mut canonical_headers = String::new();
         for (name, value) in &headers {
