@@ -27,7 +27,7 @@ pub enum S3Error {
     #[error("{0}")]
     Unavailable(String),
     /// The store answered with a refusal (4xx, or an error document).
-    #[error("{code}: {message} (HTTP {status})")]
+    #[error("{code}{}{message} (HTTP {status})", if .message.is_empty() { "" } else { ": " })]
     Status {
         /// HTTP status.
         status: u16,
@@ -403,8 +403,10 @@ mod tests {
         let err = status_error(&Method::GET, StatusCode::NOT_FOUND, body);
         assert!(err.is_not_found());
         assert_eq!(err.code(), Some("NoSuchKey"));
+        assert_eq!(err.to_string(), "NoSuchKey: gone (HTTP 404)");
         let err = status_error(&Method::HEAD, StatusCode::NOT_FOUND, b"");
         assert_eq!(err.code(), Some("NotFound"));
+        assert_eq!(err.to_string(), "NotFound (HTTP 404)");
         let err = status_error(&Method::PUT, StatusCode::SERVICE_UNAVAILABLE, b"");
         assert!(matches!(err, S3Error::Unavailable(_)));
         let err = embedded_error("<Error><Code>InternalError</Code></Error>").unwrap();
