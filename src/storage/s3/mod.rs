@@ -328,12 +328,25 @@ impl S3BlobStore {
 
     /// Every key under `prefix`, following ListObjectsV2's continuation tokens.
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_keys_paged(prefix, None).await
+    }
+
+    /// [`list_keys`](Self::list_keys) asking for pages of `page` keys (the server's default,
+    /// 1,000 on S3, when `None`): tests use small pages to exercise the paging.
+    async fn list_keys_paged(
+        &self,
+        prefix: &str,
+        page: Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut call = Call::new(Method::GET, None)
                 .query("list-type", "2")
                 .query("prefix", prefix);
+            if let Some(page) = page {
+                call = call.query("max-keys", page.to_string());
+            }
             if let Some(token) = &token {
                 call = call.query("continuation-token", token.clone());
             }
@@ -1274,6 +1287,28 @@ mod tests {
             store.writer(&info.id).await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn listing_follows_continuation_tokens() {
+        let Some(server) = server().await else { return };
+        let store = server.store();
+        let mut made = Vec::new();
+        for _ in 0..5 {
+            made.push(new_upload(&store, Some(1)).await.id);
+        }
+        made.sort();
+        let keys = store.list_keys_paged("uploads/", Some(2)).await.unwrap();
+        let mut listed: Vec<UploadId> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("uploads/")?.strip_suffix(".info"))
+            .filter_map(UploadId::parse)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, made);
+        let mut ids = store.ids().await.unwrap();
+        ids.sort();
+        assert_eq!(ids, made);
     }
 
     #[tokio::test]
