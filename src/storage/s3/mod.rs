@@ -953,6 +953,8 @@ mod tests {
     /// A running s3s-fs, killed on drop.
     struct Server {
         child: Child,
+        binary: PathBuf,
+        port: u16,
         root: tempfile::TempDir,
         settings: S3Settings,
     }
@@ -967,6 +969,36 @@ mod tests {
     impl Server {
         fn store(&self) -> S3BlobStore {
             S3BlobStore::new(&self.settings).unwrap()
+        }
+
+        fn stop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+
+        /// Start s3s-fs again on the same port and files (multipart uploads survive).
+        async fn restart(&mut self) {
+            self.stop();
+            self.child = spawn(&self.binary, self.port, self.root.path());
+            assert!(self.ready().await, "s3s-fs did not come back");
+        }
+
+        /// Wait until this server answers for its bucket; false when it exited or another
+        /// server answers on its port.
+        async fn ready(&mut self) -> bool {
+            let store = self.store();
+            for _ in 0..200 {
+                if self.child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                match store.check().await {
+                    Ok(()) => return true,
+                    Err(StoreError::Unavailable(_)) => {}
+                    Err(_) => return false,
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("s3s-fs did not listen on port {}", self.port);
         }
 
         /// Multipart upload leftovers s3s-fs keeps beside the buckets.
@@ -1021,16 +1053,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", "AK", "--secret-key", "SK"])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s3s-fs starts");
         let mut server = Server {
-            child,
+            child: spawn(binary, port, root.path()),
+            binary: binary.to_owned(),
+            port,
             root,
             settings: S3Settings {
                 endpoint: format!("http://127.0.0.1:{port}"),
@@ -1043,19 +1069,18 @@ mod tests {
                 request_timeout: HumanDuration(Duration::from_secs(10)),
             },
         };
-        let store = server.store();
-        for _ in 0..200 {
-            if server.child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            match store.check().await {
-                Ok(()) => return Some(server),
-                Err(StoreError::Unavailable(_)) => {}
-                Err(_) => return None,
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("s3s-fs did not listen on port {port}");
+        server.ready().await.then_some(server)
+    }
+
+    fn spawn(binary: &std::path::Path, port: u16, root: &std::path::Path) -> Child {
+        Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "AK", "--secret-key", "SK"])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs starts")
     }
 
     /// Bytes that differ at every offset of interest (no short period to hide a misplaced part).
@@ -1392,14 +1417,50 @@ mod tests {
         let store = server.store();
         let info = new_upload(&store, Some(10)).await;
         let mut writer = store.writer(&info.id).await.unwrap();
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.stop();
         let err = store.len(&info.id).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
         let err = writer.sync().await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
         let err = store.check().await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_upload_rolls_the_writer_back() {
+        let Some(mut server) = server().await else {
+            return;
+        };
+        let store = server.store();
+        let length = 2 * PART;
+        let bytes = data(length as usize, 10);
+        let info = new_upload(&store, Some(length)).await;
+        let mut writer = store.writer(&info.id).await.unwrap();
+        let before = 3 * MIB as usize;
+        write_chunks(writer.as_mut(), &bytes[..before], 0, 1 << 20).await;
+
+        // This write completes part 1, whose upload fails: the writer must end where the
+        // caller believes it does, before this write.
+        server.stop();
+        let (_, result) = writer
+            .write_at(
+                BytesMut::from(&bytes[before..4 * MIB as usize + before]),
+                before as u64,
+            )
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        server.restart().await;
+        writer.sync().await.unwrap();
+        assert_eq!(store.len(&info.id).await.unwrap(), before as u64);
+
+        // And it goes on from there.
+        write_chunks(writer.as_mut(), &bytes[before..], before as u64, 1 << 20).await;
+        writer.sync().await.unwrap();
+        store.complete(&info.id, length).await.unwrap();
+        assert!(read_all(&store, &info.id, 0, length).await == bytes);
     }
 
     #[tokio::test]
