@@ -3,8 +3,8 @@
 //! Only plain `http://` endpoints (the client half of the stack tusk already has, as in
 //! `hooks/client.rs`); every exchange is bounded by one timeout. Failures are sorted the way
 //! the store needs them: the object store unreachable or failing on its side (connection
-//! refused or reset, timeout, 5xx) is [`S3Error::Unavailable`], worth a retry; an answer
-//! refusing the request is [`S3Error::Status`] with S3's error code.
+//! refused or reset: [`S3Error::Transport`]; timeout, 5xx: [`S3Error::Unavailable`]) is worth
+//! a retry; an answer refusing the request is [`S3Error::Status`] with S3's error code.
 
 use std::time::Duration;
 
@@ -23,9 +23,13 @@ use super::xml;
 /// Why a request to the object store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum S3Error {
-    /// Not reachable, timed out, or failing on its side: worth a retry.
+    /// Timed out, or failing on its side (5xx): worth a retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The connection failed (refused, reset, closed early): worth a retry later too. The
+    /// client already retried once unless the request was a POST (see [`S3Client::send`]).
+    #[error("{0}")]
+    Transport(String),
     /// The store answered with a refusal (4xx, or an error document).
     #[error("{code}{}{message} (HTTP {status})", if .message.is_empty() { "" } else { ": " })]
     Status {
@@ -58,7 +62,7 @@ impl S3Error {
 }
 
 /// One request, before signing.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Call {
     method: Method,
     key: Option<String>,
@@ -196,9 +200,25 @@ impl S3Client {
 
     /// Send `call` and read the whole answer, all within the timeout.
     ///
+    /// A connection failure is retried once at once, except for POST (CreateMultipartUpload,
+    /// CompleteMultipartUpload), which is not idempotent: a pooled keep-alive connection the
+    /// store closed just as it was reused fails a request that never reached the store, and
+    /// that should not turn into a 503 for the tus client. Every other request tusk sends
+    /// (GET, HEAD, PUT of an object or a part, DELETE) may be repeated.
+    ///
     /// # Errors
     /// See [`S3Error`]; a non-2xx answer is an error.
     pub async fn send(&self, call: Call) -> Result<Answer, S3Error> {
+        if call.method == Method::POST {
+            return self.send_once(call).await;
+        }
+        match self.send_once(call.clone()).await {
+            Err(S3Error::Transport(_)) => self.send_once(call).await,
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, call: Call) -> Result<Answer, S3Error> {
         let exchange = async {
             let response = self.exchange(call).await?;
             let (parts, body) = response.into_parts();
@@ -221,7 +241,11 @@ impl S3Client {
     /// # Errors
     /// See [`S3Error`]; a non-2xx answer is an error.
     pub async fn send_streaming(&self, call: Call) -> Result<Response<Incoming>, S3Error> {
-        self.bounded(self.exchange(call)).await
+        // Retried like `send` (only GETs stream).
+        match self.bounded(self.exchange(call.clone())).await {
+            Err(S3Error::Transport(_)) => self.bounded(self.exchange(call)).await,
+            other => other,
+        }
     }
 
     /// Run `exchange` within the timeout.
@@ -324,7 +348,7 @@ impl S3Client {
             reason.push_str(&cause.to_string());
             source = cause.source();
         }
-        S3Error::Unavailable(reason)
+        S3Error::Transport(reason)
     }
 }
 

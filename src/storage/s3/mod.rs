@@ -86,7 +86,9 @@ struct Tail {
 impl From<S3Error> for StoreError {
     fn from(err: S3Error) -> Self {
         match err {
-            S3Error::Unavailable(reason) => StoreError::Unavailable(reason),
+            S3Error::Unavailable(reason) | S3Error::Transport(reason) => {
+                StoreError::Unavailable(reason)
+            }
             S3Error::Status {
                 status: 404, code, ..
             } if code == "NoSuchKey" => StoreError::NotFound,
