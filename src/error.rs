@@ -9,6 +9,7 @@ use http::StatusCode;
 use warp::reply::Response;
 
 use crate::protocol::headers::HeaderError;
+use crate::session::lock::LockError;
 use crate::session::SessionError;
 use crate::storage::StoreError;
 
@@ -141,6 +142,15 @@ impl From<SessionError> for TusError {
                 TusError::BackendUnavailable("the session store")
             }
             other => TusError::Session(other),
+        }
+    }
+}
+
+impl From<LockError> for TusError {
+    fn from(err: LockError) -> Self {
+        match err {
+            LockError::Busy(_) => TusError::Locked,
+            LockError::Unavailable(err) => err.into(),
         }
     }
 }

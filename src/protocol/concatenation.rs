@@ -141,7 +141,7 @@ pub async fn settle(
         return Ok(info);
     }
     // Someone else joining it right now: report it as still pending.
-    let Ok(_guard) = state.locks.try_lock(&info.id) else {
+    let Ok(_guard) = state.locks.try_lock(&info.id).await else {
         return Ok(info);
     };
     let Some(mut info) = state.sessions.get(&info.id).await? else {

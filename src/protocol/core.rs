@@ -221,6 +221,8 @@ pub async fn receive(
         }
         let at = start + outcome.written;
         checkpoint.finish().await?;
+        // A holder that lost its shared lease (another instance took over) stores nothing.
+        guard.confirm().await?;
         checkpoint = Checkpoint::start(state, info, writer.as_mut(), at).await?;
         if let Some(progress) = &request.progress {
             // A progress report must carry a committed offset: this one waits for its commit.
@@ -245,6 +247,8 @@ pub async fn receive(
     }
     drop(buffer);
 
+    // Whatever follows (cutting a refused chunk, committing) needs the lease still held.
+    guard.confirm().await?;
     let verdict = check_chunk(state, info, &outcome, checksum, hasher, &request.trailers).await;
     if let Err(refused) = verdict {
         state.blobs.truncate(&info.id, start).await?;
@@ -261,6 +265,7 @@ pub async fn receive(
     } else {
         UploadState::Uploading
     };
+    guard.confirm().await?;
     commit(state, info, writer.as_mut(), start + outcome.written, next).await?;
     if finishing {
         state.hooks.post_finish(info, request);

@@ -25,11 +25,8 @@ pub async fn sweep_once(
     now: u64,
 ) -> Result<usize, SessionError> {
     let mut deleted = 0;
-    for info in sessions.all().await? {
-        if !info.is_expired(now) {
-            continue;
-        }
-        let Ok(_guard) = locks.try_lock(&info.id) else {
+    for info in sessions.expired(now).await? {
+        let Ok(_guard) = locks.try_lock(&info.id).await else {
             continue;
         };
         // Record first: once it is gone nobody can reach the bytes, so removing them is safe.

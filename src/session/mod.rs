@@ -10,6 +10,7 @@
 
 pub mod expiry;
 pub mod lock;
+pub mod redis;
 
 use std::fmt;
 use std::path::Path;
@@ -50,8 +51,15 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn put_lazy(&self, info: &UploadInfo) -> Result<(), SessionError>;
     /// Forget `id`.
     async fn remove(&self, id: &UploadId) -> Result<(), SessionError>;
-    /// Every record (start-up reconciliation and the expiry sweep).
+    /// Every record (start-up reconciliation, admin listings).
     async fn all(&self) -> Result<Vec<UploadInfo>, SessionError>;
+    /// The records expired at `now` (the expiry sweep). Stores with an index by expiry
+    /// override this scan of every record.
+    async fn expired(&self, now: u64) -> Result<Vec<UploadInfo>, SessionError> {
+        let mut all = self.all().await?;
+        all.retain(|info| info.is_expired(now));
+        Ok(all)
+    }
     /// Make everything stored so far durable.
     async fn flush(&self) -> Result<(), SessionError>;
     /// Bytes the store takes on disk (for metrics).

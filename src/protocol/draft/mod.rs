@@ -225,7 +225,7 @@ async fn cancel(state: &AppState, id: UploadId) -> Result<Response> {
 /// The draft's concurrency rule: a new request ends the one in flight on the upload (which
 /// commits what it received), then holds the upload itself.
 async fn take_over(state: &AppState, id: &UploadId) -> Result<UploadGuard> {
-    state.locks.request_stop(id);
+    state.locks.request_stop(id).await;
     state.lock_for_write(id).await
 }
 
