@@ -27,18 +27,20 @@ pub fn healthz() -> Response {
     text(StatusCode::OK, "ok\n".to_owned())
 }
 
-/// `GET /readyz`: the session store flushes, the data directory is writable, and free space
-/// is above `storage.min_free_space`. 503 with the reasons otherwise.
+/// `GET /readyz`: the session store flushes (Redis: answers), the data directory is writable
+/// (local backend), and free space is above `storage.min_free_space`. 503 with the reasons otherwise.
 pub async fn readyz(state: &AppState) -> Response {
     let mut problems = Vec::new();
     if let Err(err) = state.sessions.flush().await {
         problems.push(format!("session store: {err}"));
     }
-    let probe = state.settings.storage.data_dir.join(".readyz-probe");
-    let writable = tokio::fs::write(&probe, b"ok").await;
-    let _ = tokio::fs::remove_file(&probe).await;
-    if let Err(err) = writable {
-        problems.push(format!("data directory not writable: {err}"));
+    if !state.blobs.is_shared() {
+        let probe = state.settings.storage.data_dir.join(".readyz-probe");
+        let writable = tokio::fs::write(&probe, b"ok").await;
+        let _ = tokio::fs::remove_file(&probe).await;
+        if let Err(err) = writable {
+            problems.push(format!("data directory not writable: {err}"));
+        }
     }
     if let Err(err) = state.check_free_space() {
         problems.push(err.to_string());

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::error::{Result, TusError};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
+use crate::storage::s3::S3BlobStore;
 use crate::storage::{BlobStore, StoreError};
 use crate::transfer::budget::BufferBudget;
 use crate::transfer::buffer_pool::BufferPool;
@@ -83,6 +84,39 @@ pub fn read_admin_token(settings: &Settings) -> Result<Option<Secret>, StartErro
     Ok(Some(Secret(Arc::from(token))))
 }
 
+/// The stores and the lock table of one backend.
+type Stores = (Arc<dyn SessionStore>, Arc<dyn BlobStore>, UploadLocks);
+
+/// sled under `data_dir/db`, files under `data_dir/uploads`, a per-process lock table.
+fn open_local(settings: &Settings) -> Result<Stores, StartError> {
+    let data_dir = &settings.storage.data_dir;
+    let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
+    let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
+    Ok((Arc::new(sessions), Arc::new(blobs), UploadLocks::new()))
+}
+
+/// Bytes in the object store, records and leases in Redis: shared by every instance.
+async fn open_shared(settings: &Settings) -> Result<Stores, StartError> {
+    let blobs = S3BlobStore::new(&settings.s3)?;
+    blobs.check().await?;
+    let (sessions, shared_locks) = crate::session::redis::connect(&settings.redis).await?;
+    let locks = UploadLocks::with_shared(Arc::new(shared_locks.clone()));
+    // Lives as long as the process: stop requests from other instances reach this table.
+    shared_locks.listen(locks.clone(), tokio_util::sync::CancellationToken::new());
+    tracing::info!(endpoint = %settings.s3.endpoint, bucket = %settings.s3.bucket, redis = %redact_url(&settings.redis.url), "shared backend: S3 + Redis");
+    Ok((Arc::new(sessions), Arc::new(blobs), locks))
+}
+
+/// A Redis URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Shared server state.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -111,22 +145,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Open the local backend (sled under `data_dir/db`, files under `data_dir/uploads`) and
-    /// reconcile it after whatever stopped the last run.
+    /// Open the configured backend and, for the local one, reconcile it after whatever stopped
+    /// the last run.
     ///
     /// # Errors
     /// When either store cannot be opened or read.
     pub async fn open(settings: Settings) -> Result<AppState, StartError> {
-        let data_dir = &settings.storage.data_dir;
-        let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
-        let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
+        let (sessions, blobs, locks) = match settings.storage.backend {
+            Backend::Local => open_local(&settings)?,
+            Backend::S3 => open_shared(&settings).await?,
+        };
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
         let admin_token = read_admin_token(&settings)?;
         let auth = Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())?;
         if !auth.requires_token() {
             tracing::warn!("auth.mode = \"open\": anyone who can reach this server may create, read and delete uploads; set auth.mode = \"token\" (or --auth-secret-file) for anything but a trusted network");
         }
-        let sessions: Arc<dyn SessionStore> = Arc::new(sessions);
         let metrics = Metrics::default();
         let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
@@ -139,8 +173,8 @@ impl AppState {
             metrics,
             settings: Arc::new(settings),
             sessions,
-            blobs: Arc::new(blobs),
-            locks: UploadLocks::new(),
+            blobs,
+            locks,
         };
         state.reconcile().await?;
         Ok(state)
@@ -221,9 +255,11 @@ impl AppState {
     /// A record the session store does not have, rebuilt from the blob store (a shared session
     /// store that was flushed or lost: the object store still knows every upload) and stored.
     async fn recover(&self, id: &UploadId) -> Result<Option<UploadInfo>> {
-        let Some(info) = self.blobs.recover(id).await? else {
+        let Some(mut info) = self.blobs.recover(id).await? else {
             return Ok(None);
         };
+        // Its clock restarts now: the record was lost, not the client's interest in it.
+        crate::protocol::expiration::renew(self, &mut info);
         tracing::warn!(upload = %id, offset = info.offset, "record rebuilt from the blob store");
         self.sessions.put(&info).await?;
         Ok(Some(info))
@@ -234,7 +270,7 @@ impl AppState {
         self.locks
             .lock_with_takeover(id, TAKEOVER_WAIT)
             .await
-            .map_err(|_| TusError::Locked)
+            .map_err(TusError::from)
     }
 
     /// Let a stalled PATCH on `id` (a half-open connection) commit and go, so a reader sees
