@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod backends;
 pub mod proxy;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -137,6 +138,45 @@ pub struct TestServer {
     config: Option<tempfile::NamedTempFile>,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
+    env: Vec<(String, String)>,
+}
+
+/// With `TUSK_TEST_BACKEND=s3`, every server this harness spawns runs on one shared backend
+/// (Redis + an S3 server) started for the test process: the protocol suite against the s3
+/// backend. Unset (or `local`), servers use the local backend.
+pub fn suite_backend_env() -> Vec<(String, String)> {
+    static SHARED: OnceLock<Option<Mutex<backends::SharedBackend>>> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| match std::env::var("TUSK_TEST_BACKEND").as_deref() {
+        Ok("s3") => {
+            if let Some(why) = backends::missing() {
+                panic!("TUSK_TEST_BACKEND=s3: {why}");
+            }
+            Some(Mutex::new(backends::SharedBackend::start()))
+        }
+        Ok("local") | Err(_) => None,
+        Ok(other) => panic!("TUSK_TEST_BACKEND={other}: expected s3 or local"),
+    });
+    shared
+        .as_ref()
+        .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).env())
+        .unwrap_or_default()
+}
+
+/// Whether the suite runs against the shared (s3) backend.
+pub fn suite_on_shared_backend() -> bool {
+    matches!(std::env::var("TUSK_TEST_BACKEND").as_deref(), Ok("s3"))
+}
+
+/// Skip a test that checks something only the local backend has (files in the data
+/// directory, sled, relaxed durability) when the suite runs on the shared backend.
+#[macro_export]
+macro_rules! local_backend_only {
+    ($why:expr) => {
+        if $crate::suite_on_shared_backend() {
+            println!("skipped on the s3 backend: {}", $why);
+            return;
+        }
+    };
 }
 
 impl TestServer {
@@ -150,9 +190,10 @@ impl TestServer {
                 config: None,
                 stderr: Arc::default(),
                 stdout: Arc::default(),
+                env: Vec::new(),
             };
         }
-        Self::spawn_inner(None)
+        Self::spawn_inner(None, suite_backend_env())
     }
 
     /// Starts a server with the given TOML configuration file contents.
@@ -163,10 +204,16 @@ impl TestServer {
             !is_external(),
             "spawn_with_config needs a spawned server; guard the test with needs_spawned_server!()"
         );
-        Self::spawn_inner(Some(toml))
+        Self::spawn_inner(Some(toml), suite_backend_env())
     }
 
-    fn spawn_inner(toml: Option<&str>) -> TestServer {
+    /// Starts a server with a configuration file and extra environment (e.g. a
+    /// [`backends::SharedBackend::env`]); several can share one backend.
+    pub fn spawn_with_env(toml: &str, env: Vec<(String, String)>) -> TestServer {
+        Self::spawn_inner(Some(toml), env)
+    }
+
+    fn spawn_inner(toml: Option<&str>, env: Vec<(String, String)>) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("tusk-data-")
             .tempdir()
@@ -188,6 +235,7 @@ impl TestServer {
             config,
             stderr: Arc::default(),
             stdout: Arc::default(),
+            env,
         };
         server.start();
         server
@@ -213,6 +261,7 @@ impl TestServer {
         if let Some(cfg) = &self.config {
             cmd.arg("--config").arg(cfg.path());
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

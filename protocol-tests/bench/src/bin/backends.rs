@@ -1,0 +1,246 @@
+//! `backends`: tusk on the s3 backend (S3 + Redis) against tusk on the local backend (files +
+//! sled), in one invocation, on loopback.
+//!
+//! ```text
+//! cargo run --release -p tusk-bench --bin backends -- [--runs N] [--quick] [--no-build]
+//! ```
+//!
+//! Starts a Redis and an s3s-fs (see `protocol-tests/backends/install.sh`) on free ports, then
+//! per run tusk-local and tusk-s3 one after another, each on a fresh data dir / key prefix,
+//! and reports medians with the ratio s3 / local. Both tusk processes use fsync durability
+//! (the default, and the only mode of the s3 backend). s3s-fs is itself a process writing
+//! files on the same disk, so the ratio is the cost of the protocol round trips and the
+//! extra copy through a second server, not of a network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use protocol_tests::backends::{self, SharedBackend};
+use tusk_bench::report::median;
+use tusk_bench::scenarios::{self, Tally, Target};
+use tusk_bench::servers::{Kind, Programs, Running, Spec};
+
+const MIB: u64 = 1 << 20;
+
+struct Plan {
+    runs: usize,
+    large: u64,
+    parallel: (usize, u64),
+    window: Duration,
+}
+
+/// One figure per scenario and backend, per run.
+#[derive(Default)]
+struct Figures {
+    rows: Vec<(&'static str, &'static str, Vec<f64>, Vec<f64>)>,
+}
+
+impl Figures {
+    fn record(&mut self, name: &'static str, unit: &'static str, local: bool, value: f64) {
+        let index = match self.rows.iter().position(|r| r.0 == name) {
+            Some(i) => i,
+            None => {
+                self.rows.push((name, unit, Vec::new(), Vec::new()));
+                self.rows.len() - 1
+            }
+        };
+        let row = &mut self.rows[index];
+        if local {
+            row.2.push(value);
+        } else {
+            row.3.push(value);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the bench crate lives in protocol-tests/bench")
+        .to_path_buf()
+}
+
+fn tusk_binary(build: bool) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    if build {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "tusk", "--bin", "tusk"])
+            .current_dir(&root)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("cargo build failed ({status})"));
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("tusk");
+    bin.exists()
+        .then_some(bin)
+        .ok_or_else(|| "no target/release/tusk".to_owned())
+}
+
+/// tusk's config for the s3 backend, from the backend's environment, under `prefix`.
+fn s3_config(backend: &SharedBackend, prefix: &str) -> String {
+    let env = backend.env();
+    let get = |key: &str| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    format!(
+        "[storage]\nbackend = \"s3\"\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\naccess_key = \"{}\"\nsecret_key = \"{}\"\nprefix = \"{prefix}/\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}:\"\n",
+        get("TUSK_S3__ENDPOINT"),
+        get("TUSK_S3__BUCKET"),
+        get("TUSK_S3__ACCESS_KEY"),
+        get("TUSK_S3__SECRET_KEY"),
+        get("TUSK_REDIS__URL"),
+    )
+}
+
+fn run_scenarios(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    plan: &Plan,
+    local: bool,
+    figures: &mut Figures,
+    problems: &mut Vec<String>,
+) {
+    let mut note = |name: &str, tally: &Tally| {
+        if tally.failed() > 0 {
+            problems.push(format!(
+                "{} {name}: {}",
+                if local { "local" } else { "s3" },
+                tally.describe_failures()
+            ));
+        }
+    };
+    let tally = runtime.block_on(scenarios::creations(target, 8, plan.window));
+    note("creations", &tally);
+    figures.record("creations", "/s", local, tally.per_sec());
+    let tally = runtime.block_on(scenarios::heads(target, 8, 64, plan.window));
+    note("HEAD", &tally);
+    figures.record("HEAD", "/s", local, tally.per_sec());
+    let tally = runtime.block_on(scenarios::large(target, plan.large));
+    note("large", &tally);
+    figures.record(
+        "one large upload, one PATCH",
+        "MiB/s",
+        local,
+        tally.mib_per_sec(),
+    );
+    let (count, size) = plan.parallel;
+    let tally = runtime.block_on(scenarios::parallel(target, count, size));
+    note("parallel", &tally);
+    figures.record("parallel uploads", "MiB/s", local, tally.mib_per_sec());
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let build = !args.iter().any(|a| a == "--no-build");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    if let Some(why) = backends::missing() {
+        eprintln!("backends: {why}");
+        return ExitCode::FAILURE;
+    }
+    let plan = if quick {
+        Plan {
+            runs: 1,
+            large: 64 * MIB,
+            parallel: (8, 8 * MIB),
+            window: Duration::from_secs(2),
+        }
+    } else {
+        Plan {
+            runs,
+            large: 512 * MIB,
+            parallel: (16, 16 * MIB),
+            window: Duration::from_secs(5),
+        }
+    };
+    let tusk = match tusk_binary(build) {
+        Ok(bin) => bin,
+        Err(err) => {
+            eprintln!("backends: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scratch = tempfile_dir();
+    let programs = Programs {
+        tusk,
+        sink: PathBuf::new(),
+        sink_prefix: Vec::new(),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let backend = SharedBackend::start();
+    let mut figures = Figures::default();
+    let mut problems = Vec::new();
+    for run in 1..=plan.runs {
+        for local in [true, false] {
+            let label = if local { "tusk-local" } else { "tusk-s3" };
+            eprintln!("run {run}/{}: {label}", plan.runs);
+            let config = (!local).then(|| s3_config(&backend, &format!("bench{run}")));
+            let spec = Spec {
+                label: format!("{label}-{run}"),
+                kind: Kind::Tusk(config),
+            };
+            let server = match Running::start(&spec, &programs, &scratch) {
+                Ok(server) => server,
+                Err(err) => {
+                    eprintln!("backends: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let target = Target {
+                addr: server.addr,
+                base_path: server.base_path.clone(),
+                creation_with_upload: true,
+            };
+            run_scenarios(&runtime, &target, &plan, local, &mut figures, &mut problems);
+            server.stop();
+            let _ = Command::new("sync").status();
+        }
+    }
+    println!(
+        "| scenario | tusk local (files + sled) | tusk s3 (s3s-fs + Redis) | s3 / local |\n|---|---|---|---|"
+    );
+    for (name, unit, local, s3) in &figures.rows {
+        let (l, s) = (median(local).unwrap_or(0.0), median(s3).unwrap_or(0.0));
+        let ratio = if l > 0.0 { s / l } else { 0.0 };
+        println!("| {name} | {l:.1} {unit} | {s:.1} {unit} | {ratio:.2}x |");
+    }
+    println!(
+        "\nmedian of {} run(s); large = {} MiB in one PATCH, parallel = {} x {} MiB",
+        plan.runs,
+        plan.large / MIB,
+        plan.parallel.0,
+        plan.parallel.1 / MIB
+    );
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            eprintln!("failures: {problem}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tusk-backends-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
