@@ -96,6 +96,8 @@ enum State {
     Sha512(Box<Sha512>),
     Md5(Md5),
     Crc32(crc32fast::Hasher),
+    /// Every algorithm at once, for a digest whose algorithm is named only after the bytes.
+    Every(Vec<Hasher>),
 }
 
 /// A streaming digest; feed bytes in order with update, then finalize.
@@ -104,14 +106,36 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    /// The algorithm this hasher computes.
-    pub fn algorithm(&self) -> Algorithm {
+    /// A hasher computing every supported algorithm at once, for a checksum sent as a trailer
+    /// when the stored bytes cannot be read back (an object store serves an upload only once
+    /// it is complete); take the digest wanted with [`Hasher::finalize_as`].
+    pub fn every() -> Hasher {
+        Hasher {
+            state: State::Every(Algorithm::ALL.map(Algorithm::hasher).into()),
+        }
+    }
+
+    /// The algorithm this hasher computes (`None` for [`Hasher::every`]).
+    pub fn algorithm(&self) -> Option<Algorithm> {
         match self.state {
-            State::Sha1(_) => Algorithm::Sha1,
-            State::Sha256(_) => Algorithm::Sha256,
-            State::Sha512(_) => Algorithm::Sha512,
-            State::Md5(_) => Algorithm::Md5,
-            State::Crc32(_) => Algorithm::Crc32,
+            State::Sha1(_) => Some(Algorithm::Sha1),
+            State::Sha256(_) => Some(Algorithm::Sha256),
+            State::Sha512(_) => Some(Algorithm::Sha512),
+            State::Md5(_) => Some(Algorithm::Md5),
+            State::Crc32(_) => Some(Algorithm::Crc32),
+            State::Every(_) => None,
+        }
+    }
+
+    /// The digest for `algorithm`, if this hasher computed it.
+    pub fn finalize_as(self, algorithm: Algorithm) -> Option<Vec<u8>> {
+        match self.state {
+            State::Every(hashers) => hashers
+                .into_iter()
+                .find(|h| h.algorithm() == Some(algorithm))
+                .map(Hasher::finalize),
+            _ if self.algorithm() == Some(algorithm) => Some(self.finalize()),
+            _ => None,
         }
     }
 
@@ -123,6 +147,7 @@ impl Hasher {
             State::Sha512(h) => h.update(bytes),
             State::Md5(h) => h.update(bytes),
             State::Crc32(h) => h.update(bytes),
+            State::Every(hashers) => hashers.iter_mut().for_each(|h| h.update(bytes)),
         }
     }
 
@@ -135,6 +160,8 @@ impl Hasher {
             State::Sha512(h) => h.finalize().to_vec(),
             State::Md5(h) => h.finalize().to_vec(),
             State::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            // Not one digest; callers of `every` use `finalize_as`.
+            State::Every(_) => Vec::new(),
         }
     }
 }
@@ -143,7 +170,10 @@ impl Hasher {
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hasher")
-            .field("algorithm", &self.algorithm().name())
+            .field(
+                "algorithm",
+                &self.algorithm().map_or("every", Algorithm::name),
+            )
             .finish()
     }
 }
@@ -262,11 +292,30 @@ mod tests {
     fn hasher_reports_algorithm_and_debug_is_short() {
         for alg in Algorithm::ALL {
             let h = alg.hasher();
-            assert_eq!(h.algorithm(), alg);
+            assert_eq!(h.algorithm(), Some(alg));
             assert_eq!(
                 format!("{h:?}"),
                 format!("Hasher {{ algorithm: {:?} }}", alg.name())
             );
         }
+    }
+
+    #[test]
+    fn every_hasher_gives_each_algorithms_own_digest() {
+        let data = b"the bytes of a chunk whose checksum arrives in a trailer";
+        for alg in Algorithm::ALL {
+            let mut every = Hasher::every();
+            every.update(&data[..7]);
+            every.update(&data[7..]);
+            let mut single = alg.hasher();
+            single.update(data);
+            assert_eq!(
+                every.finalize_as(alg),
+                Some(single.finalize()),
+                "{}",
+                alg.name()
+            );
+        }
+        assert_eq!(Algorithm::Sha1.hasher().finalize_as(Algorithm::Md5), None);
     }
 }

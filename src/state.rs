@@ -285,7 +285,12 @@ impl AppState {
     /// flushes before the client hears of it (creation-with-upload: one fsync, not two).
     pub async fn create_upload(&self, info: UploadInfo, durable_now: bool) -> Result<UploadInfo> {
         self.blobs.create(&info.id).await?;
-        if let Err(err) = self.blobs.describe(&info).await {
+        let described = match self.blobs.describe(&info).await {
+            // An empty upload is complete at creation: nothing will seal it later.
+            Ok(()) if info.length == Some(0) => self.blobs.complete(&info.id, 0).await,
+            other => other,
+        };
+        if let Err(err) = described {
             let _ = self.blobs.remove(&info.id).await;
             return Err(err.into());
         }

@@ -39,11 +39,12 @@ pub enum ChecksumRequest {
 }
 
 impl ChecksumRequest {
-    /// A streaming hasher when the algorithm is known up front.
-    pub fn hasher(&self) -> Option<Hasher> {
+    /// A streaming hasher when the algorithm is known up front; for a trailer, one over every
+    /// algorithm when the stored bytes cannot be read back afterwards (`can_read_back` false).
+    pub fn hasher(&self, can_read_back: bool) -> Option<Hasher> {
         match self {
             ChecksumRequest::Header { algorithm, .. } => Some(algorithm.hasher()),
-            ChecksumRequest::Trailer => None,
+            ChecksumRequest::Trailer => (!can_read_back).then(Hasher::every),
             ChecksumRequest::Digests { content, .. } => {
                 content.as_ref().map(|(algorithm, _)| algorithm.hasher())
             }
@@ -88,13 +89,16 @@ pub async fn verify(
         (ChecksumRequest::Header { algorithm, digest }, None) => {
             (digest, read_back(state, info, written, algorithm).await?)
         }
-        (ChecksumRequest::Trailer, _) => {
+        (ChecksumRequest::Trailer, hasher) => {
             let trailer_map = trailers.take().unwrap_or_default();
             let value = header_str(&trailer_map, &UPLOAD_CHECKSUM).ok_or(TusError::BadRequest(
                 "Upload-Checksum was announced as a trailer but not sent",
             ))?;
             let (algorithm, digest) = headers::parse_checksum(value)?;
-            (digest, read_back(state, info, written, algorithm).await?)
+            match hasher.and_then(|h| h.finalize_as(algorithm)) {
+                Some(actual) => (digest, actual),
+                None => (digest, read_back(state, info, written, algorithm).await?),
+            }
         }
         (
             ChecksumRequest::Digests {

@@ -183,7 +183,8 @@ pub async fn receive(
         .map(|c| state.interfaces.bind(c.local.ip(), stop.clone()));
     let request_max = state.settings.timeouts.request_max.0;
     let deadline = (!request_max.is_zero()).then(|| tokio::time::Instant::now() + request_max);
-    let mut hasher = checksum.as_ref().and_then(ChecksumRequest::hasher);
+    let can_read_back = !state.blobs.is_shared();
+    let mut hasher = checksum.as_ref().and_then(|c| c.hasher(can_read_back));
     let mut writer = state.blobs.writer(&info.id).await?;
     let heartbeat = guard.heartbeat().clone();
     let progress = state.hooks.progress(info, request);
@@ -400,7 +401,9 @@ async fn commit(
     if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
         writer.sync().await?;
     }
-    if info.length == Some(offset) && !info.is_finished() {
+    if info.length == Some(offset) {
+        // Also when the length was only now declared at the offset already stored; sealing
+        // an already sealed upload is a no-op.
         state.blobs.complete(&info.id, offset).await?;
     }
     advance(state, info, offset, next);

@@ -68,6 +68,7 @@ fn expired_unfinished_upload_is_gone() {
 #[test]
 fn expired_upload_file_is_removed() {
     needs_spawned_server!();
+    local_backend_only!("looks for the upload's file (tests/cluster.rs checks the objects)");
     let s = TestServer::spawn_with_config(FAST_EXPIRY);
     let url = create(&s, 10);
     patch_ok(&url, 0, b"abc");

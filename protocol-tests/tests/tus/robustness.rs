@@ -72,6 +72,7 @@ fn restart_preserves_upload_offset() {
 #[test]
 fn restart_preserves_upload_offset_with_relaxed_durability() {
     needs_spawned_server!();
+    local_backend_only!("relaxed durability exists only on the local backend");
     let mut s = TestServer::spawn_with_config("[storage]\ndurability = \"relaxed\"\n");
     let data = pattern(71, 30_000);
     let url = create(&s, data.len() as u64);
@@ -117,6 +118,7 @@ fn acknowledged_bytes_survive_kill9() {
 #[test]
 fn long_patch_is_checkpointed_while_it_runs_and_survives_kill9() {
     needs_spawned_server!();
+    local_backend_only!("reads the upload's file after the kill");
     let mut s = TestServer::spawn();
     let total = 80usize << 20;
     let data = pattern(74, total);
@@ -303,7 +305,7 @@ fn concurrent_patch_scenario(first_sent: usize) {
         "stored length differs: bytes committed twice?"
     );
     assert_eq!(sha256_hex(&got), sha256_hex(&data));
-    if s.is_spawned() {
+    if s.is_spawned() && !suite_on_shared_backend() {
         let file = s.upload_file(&upload_id(&url));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert_eq!(size, len as u64, "{} has the wrong size", file.display());

@@ -45,6 +45,7 @@ fn delete_of_unknown_upload_is_404() {
 #[test]
 fn delete_frees_stored_bytes() {
     needs_spawned_server!();
+    local_backend_only!("looks for the upload's file (tests/cluster.rs checks the objects)");
     let s = TestServer::spawn();
     let url = create(&s, 10);
     patch_ok(&url, 0, b"abc");
