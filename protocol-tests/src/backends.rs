@@ -187,6 +187,19 @@ impl SharedBackend {
         String::from_utf8_lossy(&answer[..n]).into_owned()
     }
 
+    /// Parts of multipart uploads s3s-fs still keeps (files `.upload_id-*` in its root):
+    /// what an aborted or completed multipart upload must not leave behind.
+    pub fn multipart_leftovers(&self) -> usize {
+        std::fs::read_dir(self.s3_root.path())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".upload"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Every object key the S3 server holds in the bucket (from its directory).
     pub fn object_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = walk(&self.s3_root.path().join(S3_BUCKET))

@@ -199,3 +199,28 @@ fn terminating_an_upload_removes_its_objects_and_record() {
         backend.object_keys()
     );
 }
+
+#[test]
+fn an_expired_upload_loses_its_objects_and_its_multipart_parts() {
+    needs_shared_backend!();
+    let backend = SharedBackend::start();
+    let fast_expiry = "[expiration]\nexpire_after = \"2s\"\nsweep_interval = \"1s\"\n";
+    let a = TestServer::spawn_with_env(fast_expiry, backend.env());
+    let source = pattern(7, 10 * MIB);
+    let url = create(&a, source.len() as u64);
+    // One 5 MiB part uploaded, 1 MiB in the tail object, then the client goes away.
+    patch_ok(&url, 0, &source[..6 * MIB]);
+    assert!(backend.multipart_leftovers() > 0, "a part is stored");
+    assert!(
+        wait_until(Duration::from_secs(10), || [404, 410]
+            .contains(&head(&url).status)),
+        "the upload never expired"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || backend.object_keys().is_empty()
+            && backend.multipart_leftovers() == 0),
+        "left behind: objects {:?}, {} multipart files",
+        backend.object_keys(),
+        backend.multipart_leftovers()
+    );
+}
