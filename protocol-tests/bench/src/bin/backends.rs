@@ -30,10 +30,13 @@ struct Plan {
     window: Duration,
 }
 
+/// Per scenario: its unit, then the local, s3 and S3-store-alone figures of every run.
+type Row = (&'static str, &'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// One figure per scenario and backend, per run.
 #[derive(Default)]
 struct Figures {
-    rows: Vec<(&'static str, &'static str, Vec<f64>, Vec<f64>)>,
+    rows: Vec<Row>,
 }
 
 impl Figures {
@@ -41,7 +44,8 @@ impl Figures {
         let index = match self.rows.iter().position(|r| r.0 == name) {
             Some(i) => i,
             None => {
-                self.rows.push((name, unit, Vec::new(), Vec::new()));
+                self.rows
+                    .push((name, unit, Vec::new(), Vec::new(), Vec::new()));
                 self.rows.len() - 1
             }
         };
@@ -50,6 +54,12 @@ impl Figures {
             row.2.push(value);
         } else {
             row.3.push(value);
+        }
+    }
+
+    fn record_baseline(&mut self, name: &'static str, value: f64) {
+        if let Some(row) = self.rows.iter_mut().find(|r| r.0 == name) {
+            row.4.push(value);
         }
     }
 }
@@ -142,6 +152,68 @@ fn run_scenarios(
     figures.record("parallel uploads", "MiB/s", local, tally.mib_per_sec());
 }
 
+/// The baseline for the s3 column: tusk's S3 store alone, in this process (no HTTP, no tus,
+/// no Redis), writing `size` bytes in 1 MiB writes and completing, as `uploads` concurrent
+/// uploads. MiB/s over the wall time.
+async fn store_alone(backend: &SharedBackend, prefix: &str, uploads: usize, size: u64) -> f64 {
+    use tusk::storage::BlobStore;
+    let env = backend.env();
+    let get = |key: &str| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let settings = tusk::config::S3Settings {
+        endpoint: get("TUSK_S3__ENDPOINT"),
+        bucket: get("TUSK_S3__BUCKET"),
+        access_key: get("TUSK_S3__ACCESS_KEY"),
+        secret_key: get("TUSK_S3__SECRET_KEY"),
+        prefix: format!("{prefix}/"),
+        ..tusk::config::S3Settings::default()
+    };
+    let store = std::sync::Arc::new(tusk::storage::s3::S3BlobStore::new(&settings).expect("store"));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..uploads)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let info = tusk::upload::UploadInfo {
+                    id: tusk::upload::UploadId::random(),
+                    length: Some(size),
+                    offset: 0,
+                    metadata: String::new(),
+                    created_at: 0,
+                    expires_at: None,
+                    concat: tusk::upload::Concat::None,
+                    state: tusk::upload::UploadState::Initiated,
+                    owner: None,
+                };
+                store.create(&info.id).await.expect("create");
+                store.describe(&info).await.expect("describe");
+                let mut writer = store.writer(&info.id).await.expect("writer");
+                let mut buffer = bytes::BytesMut::new();
+                let mut offset = 0;
+                while offset < size {
+                    let len = MIB.min(size - offset);
+                    buffer.clear();
+                    buffer.resize(len as usize, 0x5a);
+                    let (back, result) = writer.write_at(buffer, offset).await;
+                    result.expect("write");
+                    buffer = back;
+                    offset += len;
+                }
+                writer.sync().await.expect("sync");
+                store.complete(&info.id, size).await.expect("complete");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("an upload task");
+    }
+    (uploads as u64 * size) as f64 / MIB as f64 / started.elapsed().as_secs_f64()
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -213,14 +285,34 @@ fn main() -> ExitCode {
             server.stop();
             let _ = Command::new("sync").status();
         }
+        let prefix = format!("alone{run}");
+        let large = runtime.block_on(store_alone(&backend, &prefix, 1, plan.large));
+        figures.record_baseline("one large upload, one PATCH", large);
+        let (count, size) = plan.parallel;
+        let parallel = runtime.block_on(store_alone(&backend, &prefix, count, size));
+        figures.record_baseline("parallel uploads", parallel);
+        let _ = Command::new("sync").status();
     }
     println!(
-        "| scenario | tusk local (files + sled) | tusk s3 (s3s-fs + Redis) | s3 / local |\n|---|---|---|---|"
+        "| scenario | tusk local (files + sled) | tusk s3 (s3s-fs + Redis) | s3 / local | S3 store alone | tusk s3 / store alone |\n|---|---|---|---|---|---|"
     );
-    for (name, unit, local, s3) in &figures.rows {
+    for (name, unit, local, s3, alone) in &figures.rows {
         let (l, s) = (median(local).unwrap_or(0.0), median(s3).unwrap_or(0.0));
-        let ratio = if l > 0.0 { s / l } else { 0.0 };
-        println!("| {name} | {l:.1} {unit} | {s:.1} {unit} | {ratio:.2}x |");
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}x", a / b)
+            } else {
+                "-".to_owned()
+            }
+        };
+        let (alone_text, alone_ratio) = match median(alone) {
+            Some(a) => (format!("{a:.1} {unit}"), ratio(s, a)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "| {name} | {l:.1} {unit} | {s:.1} {unit} | {} | {alone_text} | {alone_ratio} |",
+            ratio(s, l)
+        );
     }
     println!(
         "\nmedian of {} run(s); large = {} MiB in one PATCH, parallel = {} x {} MiB",
