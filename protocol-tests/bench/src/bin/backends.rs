@@ -96,15 +96,19 @@ fn tusk_binary(build: bool) -> Result<PathBuf, String> {
         .ok_or_else(|| "no target/release/tusk".to_owned())
 }
 
+/// One variable of the environment that points tusk at `backend`.
+fn env_value(backend: &SharedBackend, key: &str) -> String {
+    backend
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
 /// tusk's config for the s3 backend, from the backend's environment, under `prefix`.
 fn s3_config(backend: &SharedBackend, prefix: &str) -> String {
-    let env = backend.env();
-    let get = |key: &str| {
-        env.iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = |key: &str| env_value(backend, key);
     format!(
         "[storage]\nbackend = \"s3\"\n\n[s3]\nendpoint = \"{}\"\nbucket = \"{}\"\naccess_key = \"{}\"\nsecret_key = \"{}\"\nprefix = \"{prefix}/\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}:\"\n",
         get("TUSK_S3__ENDPOINT"),
@@ -157,13 +161,7 @@ fn run_scenarios(
 /// uploads. MiB/s over the wall time.
 async fn store_alone(backend: &SharedBackend, prefix: &str, uploads: usize, size: u64) -> f64 {
     use tusk::storage::BlobStore;
-    let env = backend.env();
-    let get = |key: &str| {
-        env.iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = |key: &str| env_value(backend, key);
     let settings = tusk::config::S3Settings {
         endpoint: get("TUSK_S3__ENDPOINT"),
         bucket: get("TUSK_S3__BUCKET"),
