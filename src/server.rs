@@ -23,7 +23,7 @@ use tower_service::Service;
 
 use crate::metrics::UploadEvent;
 use crate::routes::routes;
-use crate::session::{expiry, journal};
+use crate::session::expiry;
 use crate::state::AppState;
 use crate::tls::TlsFiles;
 use crate::transfer::body::{TrailerCapture, TrailerSlot};
@@ -68,13 +68,6 @@ pub async fn run(
         },
     );
     let monitor = state.interfaces.spawn(stop_background.clone());
-    // Stopped only after in-flight requests are done, so its last round covers their bodies.
-    let stop_settler = CancellationToken::new();
-    let settler = journal::spawn_settler(
-        state.sessions.clone(),
-        state.blobs.clone(),
-        stop_settler.clone(),
-    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -172,8 +165,6 @@ pub async fn run(
     }
     let _ = sweeper.await;
     let _ = monitor.await;
-    stop_settler.cancel();
-    let _ = settler.await;
     state
         .sessions
         .flush()

@@ -8,7 +8,6 @@ use crate::config::{Backend, Settings};
 use crate::error::{Result, TusError};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
-use crate::session::journal;
 use crate::session::lock::{UploadGuard, UploadLocks};
 use crate::session::{SessionError, SessionStore, SledSessionStore};
 use crate::storage::fs::FsBlobStore;
@@ -189,16 +188,6 @@ impl AppState {
         if self.blobs.is_shared() {
             // Other instances are writing into a shared store now: nothing here is orphaned.
             return Ok(());
-        }
-        // Journaled bodies first: the length checks below must see every acknowledged byte.
-        let replayed = journal::replay(self.sessions.as_ref(), self.blobs.as_ref())
-            .await
-            .map_err(|err| match err {
-                journal::JournalError::Session(err) => StartError::Session(err),
-                journal::JournalError::Store(err) => StartError::Storage(err),
-            })?;
-        if replayed > 0 {
-            tracing::info!(replayed, "journaled bodies written back into their uploads");
         }
         let records = self.sessions.all().await?;
         let mut known = std::collections::HashSet::with_capacity(records.len());

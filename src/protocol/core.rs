@@ -22,7 +22,6 @@ use crate::checksum::Hasher;
 use crate::config::{BufferSetting, Durability};
 use crate::error::{Result, TusError};
 use crate::metrics::UploadEvent;
-use crate::session::journal;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
@@ -399,13 +398,8 @@ async fn commit(
     offset: u64,
     next: UploadState,
 ) -> Result<()> {
-    let from = info.offset;
-    let mut journaled = None;
-    if offset > from && state.settings.storage.durability == Durability::Fsync {
-        journaled = small_body(state, writer, from, offset).await?;
-        if journaled.is_none() {
-            writer.sync().await?;
-        }
+    if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
+        writer.sync().await?;
     }
     if info.length == Some(offset) {
         // Also when the length was only now declared at the offset already stored; sealing
@@ -413,27 +407,8 @@ async fn commit(
         state.blobs.complete(&info.id, offset).await?;
     }
     advance(state, info, offset, next);
-    match journaled {
-        Some(bytes) => state.sessions.put_journaled(info, from, &bytes).await?,
-        None => state.sessions.put(info).await?,
-    }
+    state.sessions.put(info).await?;
     Ok(())
-}
-
-/// The bytes `from..to` when they are few enough to be made durable through the session
-/// store's journal (one shared flush) instead of a sync of their own; `None` otherwise.
-async fn small_body(
-    state: &AppState,
-    writer: &mut dyn BlobWriter,
-    from: u64,
-    to: u64,
-) -> Result<Option<Vec<u8>>> {
-    let len = to - from;
-    if len > journal::JOURNAL_LIMIT || !state.sessions.keeps_journal() {
-        return Ok(None);
-    }
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    Ok(writer.read_at(from, len).await?)
 }
 
 /// A mid-body commit. With fsync durability the sync and the store run in the background

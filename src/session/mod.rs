@@ -9,7 +9,6 @@
 //! [`Durability::Fsync`] flushes sled before it returns.
 
 pub mod expiry;
-pub mod journal;
 pub mod lock;
 pub mod redis;
 
@@ -65,48 +64,6 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<(), SessionError>;
     /// Bytes the store takes on disk (for metrics).
     async fn size_on_disk(&self) -> Result<u64, SessionError>;
-    /// Whether [`put_journaled`](Self::put_journaled) keeps bytes durably (then a small body
-    /// needs no sync of its own before it is acknowledged).
-    fn keeps_journal(&self) -> bool {
-        false
-    }
-    /// Store `info` and, in the same durable commit, the `bytes` it acknowledges at offset
-    /// `at`: a small body then costs one shared flush instead of a sync of its blob plus a
-    /// flush. The blob holds the bytes too, not yet synced; [`journal`](Self::journal) gives
-    /// them back until [`forget_journaled`](Self::forget_journaled).
-    async fn put_journaled(
-        &self,
-        info: &UploadInfo,
-        _at: u64,
-        _bytes: &[u8],
-    ) -> Result<(), SessionError> {
-        self.put(info).await
-    }
-    /// Every journaled body not yet forgotten (replayed into the blobs at start-up).
-    async fn journal(&self) -> Result<Vec<JournalEntry>, SessionError> {
-        Ok(Vec::new())
-    }
-    /// Which bodies are journaled, without their bytes (the settler's question, five times a
-    /// second).
-    async fn journaled_keys(&self) -> Result<Vec<JournalKey>, SessionError> {
-        Ok(self.journal().await?.into_iter().map(|e| e.key).collect())
-    }
-    /// Drop journaled bodies whose blobs are now durable.
-    async fn forget_journaled(&self, _entries: &[JournalKey]) -> Result<(), SessionError> {
-        Ok(())
-    }
-}
-
-/// Which journaled body: the upload and the offset its bytes start at.
-pub type JournalKey = (UploadId, u64);
-
-/// A small body kept in the session store until its blob is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalEntry {
-    /// The upload and where its bytes start.
-    pub key: JournalKey,
-    /// The bytes.
-    pub bytes: Vec<u8>,
 }
 
 /// Format version of stored records: first byte of every value.
@@ -116,9 +73,6 @@ const RECORD_VERSION: u8 = 1;
 pub struct SledSessionStore {
     db: sled::Db,
     uploads: sled::Tree,
-    /// Small bodies acknowledged before their upload file was synced (see
-    /// [`SessionStore::put_journaled`]), keyed by upload id and offset.
-    journal: sled::Tree,
     durability: Durability,
     flusher: GroupCommit,
     /// Decoded records of recently used uploads: a HEAD (the call every resuming client makes,
@@ -232,11 +186,9 @@ impl SledSessionStore {
             .flush_every_ms(Some(500))
             .open()?;
         let uploads = db.open_tree("uploads")?;
-        let journal = db.open_tree("journal")?;
         Ok(SledSessionStore {
             db,
             uploads,
-            journal,
             durability,
             flusher: GroupCommit::default(),
             recent: std::sync::Mutex::new(lru::LruCache::new(
@@ -271,21 +223,6 @@ impl SledSessionStore {
         self.uploads.insert(info.id.as_str(), bytes)?;
         recent.put(info.id.clone(), info.clone());
         Ok(())
-    }
-
-    fn journal_key((id, at): &JournalKey) -> Vec<u8> {
-        let mut key = id.as_str().as_bytes().to_vec();
-        key.push(b'@');
-        key.extend_from_slice(&at.to_be_bytes());
-        key
-    }
-
-    fn parse_journal_key(key: &[u8]) -> Option<JournalKey> {
-        let split = key.len().checked_sub(9)?;
-        let (id, rest) = key.split_at(split);
-        let (at_sign, at) = rest.split_first()?;
-        let id = UploadId::try_from(String::from_utf8(id.to_vec()).ok()?).ok()?;
-        (*at_sign == b'@').then(|| (id, u64::from_be_bytes(at.try_into().expect("8 bytes"))))
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> Result<UploadInfo, SessionError> {
@@ -357,58 +294,6 @@ impl SessionStore for SledSessionStore {
 
     async fn flush(&self) -> Result<(), SessionError> {
         self.flusher.flush(&self.db).await
-    }
-
-    fn keeps_journal(&self) -> bool {
-        self.durability == Durability::Fsync
-    }
-
-    async fn put_journaled(
-        &self,
-        info: &UploadInfo,
-        at: u64,
-        bytes: &[u8],
-    ) -> Result<(), SessionError> {
-        // The journal entry goes in first: a flush that persists the record persists it too
-        // (sled's log is replayed in order), so no stored offset ever lacks its bytes.
-        self.journal
-            .insert(Self::journal_key(&(info.id.clone(), at)), bytes)?;
-        self.insert(info)?;
-        if self.durability == Durability::Fsync {
-            self.flusher.flush(&self.db).await?;
-        }
-        Ok(())
-    }
-
-    async fn journal(&self) -> Result<Vec<JournalEntry>, SessionError> {
-        let mut entries = Vec::new();
-        for item in &self.journal {
-            let (key, bytes) = item?;
-            if let Some(key) = Self::parse_journal_key(&key) {
-                entries.push(JournalEntry {
-                    key,
-                    bytes: bytes.to_vec(),
-                });
-            }
-        }
-        Ok(entries)
-    }
-
-    async fn journaled_keys(&self) -> Result<Vec<JournalKey>, SessionError> {
-        let mut keys = Vec::new();
-        for key in self.journal.iter().keys() {
-            keys.extend(Self::parse_journal_key(&key?));
-        }
-        Ok(keys)
-    }
-
-    async fn forget_journaled(&self, entries: &[JournalKey]) -> Result<(), SessionError> {
-        // No flush: an entry that comes back after a crash is replayed, which rewrites bytes
-        // the blob already holds.
-        for key in entries {
-            self.journal.remove(Self::journal_key(key))?;
-        }
-        Ok(())
     }
 
     async fn size_on_disk(&self) -> Result<u64, SessionError> {

@@ -70,8 +70,7 @@ impl BlobStore for FsBlobStore {
 
     async fn writer(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>, StoreError> {
         let path = self.path(id);
-        // Readable too: a small body is read back through it to be journaled.
-        let file = blocking(move || OpenOptions::new().read(true).write(true).open(path)).await?;
+        let file = blocking(move || OpenOptions::new().write(true).open(path)).await?;
         Ok(Box::new(FsBlobWriter {
             file: Arc::new(file),
         }))
@@ -120,16 +119,6 @@ impl BlobStore for FsBlobStore {
             out.seek(SeekFrom::Start(0))?;
             out.sync_all()?;
             Ok(total)
-        })
-        .await
-    }
-
-    async fn sync_all(&self) -> Result<(), StoreError> {
-        let dir = self.dir.clone();
-        blocking(move || {
-            // syncfs: one call (one journal commit) for every file written since the last.
-            let handle = File::open(dir)?;
-            rustix::fs::syncfs(&handle).map_err(io::Error::from)
         })
         .await
     }
@@ -183,16 +172,6 @@ impl BlobWriter for FsBlobWriter {
     async fn sync(&mut self) -> Result<(), StoreError> {
         let file = Arc::clone(&self.file);
         blocking(move || file.sync_data()).await
-    }
-
-    async fn read_at(&mut self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        let file = Arc::clone(&self.file);
-        blocking(move || {
-            let mut bytes = vec![0; len];
-            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, offset)?;
-            Ok(Some(bytes))
-        })
-        .await
     }
 
     fn background_sync(&self) -> Option<BackgroundSync> {

@@ -88,12 +88,6 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn complete(&self, _id: &UploadId, _length: u64) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Make every byte written to any blob so far durable, in one go (one `syncfs` for files):
-    /// how journaled small bodies reach the disk, many at a time, off the request path.
-    /// Stores whose writes are durable on return keep the default.
-    async fn sync_all(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
     /// Whether this store's state is shared with other tusk instances (an object store):
     /// then start-up reconciliation must not cut or delete what another instance is writing.
     fn is_shared(&self) -> bool {
@@ -129,11 +123,6 @@ pub trait BlobWriter: Send + fmt::Debug {
     }
     /// Make every byte written so far durable.
     async fn sync(&mut self) -> Result<(), StoreError>;
-    /// Read `len` bytes at `offset` back through this writer (a small body about to be
-    /// journaled); `None` when the store cannot read what it has not finished.
-    async fn read_at(&mut self, _offset: u64, _len: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
-    }
 
     /// A sync of every byte written so far that runs on its own while writing goes on, for
     /// checkpoints in the middle of a long body; `None` when the store cannot do that (the
