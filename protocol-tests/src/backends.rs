@@ -6,10 +6,10 @@
 //! tests that need them say so and pass, except under CI (`CI` set), where a missing server is
 //! a failure: CI must prove the shared backend.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Access key the test S3 server accepts.
@@ -78,11 +78,55 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// A server process that cannot outlive the test process: it runs under a small `sh` that
+/// kills it when its stdin (a pipe from this process) closes, which the kernel does however
+/// this process ends. (The suite-wide backend lives in a static, whose `Drop` never runs.)
+struct Tied {
+    wrapper: Child,
+    pid: u32,
+    _lifeline: ChildStdin,
+}
+
+impl Tied {
+    fn spawn(program: &Path, args: &[String]) -> Tied {
+        let mut wrapper = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" "$@" >/dev/null 2>&1 & child=$!; echo "$child"; read -r _; kill -9 "$child""#)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let lifeline = wrapper.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(wrapper.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the server's pid");
+        let pid = line.trim().parse().expect("a pid");
+        Tied {
+            wrapper,
+            pid,
+            _lifeline: lifeline,
+        }
+    }
+
+    /// SIGKILL the server (what a crash looks like) and reap its wrapper.
+    fn kill(mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        drop(self._lifeline);
+        let _ = self.wrapper.wait();
+    }
+}
+
 /// Redis and an S3 server for one test.
 pub struct SharedBackend {
-    redis: Child,
+    redis: Option<Tied>,
     redis_port: u16,
-    s3: Option<Child>,
+    s3: Option<Tied>,
     s3_port: u16,
     s3_root: tempfile::TempDir,
     _redis_dir: tempfile::TempDir,
@@ -94,22 +138,25 @@ impl SharedBackend {
     pub fn start() -> SharedBackend {
         let redis_dir = tempfile::tempdir().expect("a Redis directory");
         let redis_port = free_port();
-        let redis = Command::new(find_binary("redis-server").expect("redis-server"))
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--port")
-            .arg(redis_port.to_string())
-            .arg("--dir")
-            .arg(redis_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
+        let args = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--port",
+            &redis_port.to_string(),
+            "--dir",
+            &redis_dir.path().to_string_lossy(),
+        ]
+        .map(str::to_owned);
+        let redis = Tied::spawn(&find_binary("redis-server").expect("redis-server"), &args);
         wait_for_port(redis_port, "redis-server");
         let s3_root = tempfile::tempdir().expect("an S3 root");
         std::fs::create_dir(s3_root.path().join(S3_BUCKET)).expect("the bucket directory");
         let mut backend = SharedBackend {
-            redis,
+            redis: Some(redis),
             redis_port,
             s3: None,
             s3_port: free_port(),
@@ -123,25 +170,26 @@ impl SharedBackend {
     /// Start the S3 server (again, on the same port and directory).
     pub fn start_s3(&mut self) {
         assert!(self.s3.is_none(), "the S3 server is running");
-        let child = Command::new(find_binary("s3s-fs").expect("s3s-fs"))
-            .args(["--host", "127.0.0.1", "--port"])
-            .arg(self.s3_port.to_string())
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(self.s3_root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting s3s-fs");
-        self.s3 = Some(child);
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.s3_port.to_string(),
+            "--access-key",
+            S3_ACCESS_KEY,
+            "--secret-key",
+            S3_SECRET_KEY,
+            &self.s3_root.path().to_string_lossy(),
+        ]
+        .map(str::to_owned);
+        self.s3 = Some(Tied::spawn(&find_binary("s3s-fs").expect("s3s-fs"), &args));
         wait_for_port(self.s3_port, "s3s-fs");
     }
 
     /// Stop the S3 server (SIGKILL: what a crash or a node restart looks like to tusk).
     pub fn stop_s3(&mut self) {
-        if let Some(mut child) = self.s3.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(server) = self.s3.take() {
+            server.kill();
         }
     }
 
@@ -234,7 +282,8 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 impl Drop for SharedBackend {
     fn drop(&mut self) {
         self.stop_s3();
-        let _ = self.redis.kill();
-        let _ = self.redis.wait();
+        if let Some(redis) = self.redis.take() {
+            redis.kill();
+        }
     }
 }
