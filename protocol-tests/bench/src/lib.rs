@@ -6,10 +6,12 @@
 //! * [`client`] is a small HTTP/1.1 client over one `TcpStream` per worker, sending bodies
 //!   from one pre-generated random buffer ([`data`]), so the client costs little per byte.
 //! * [`scenarios`] are the workloads, [`servers`] starts and stops the processes under test,
-//!   [`procfs`] reads their memory and CPU figures, [`report`] prints the Markdown tables.
+//!   [`procfs`] reads their memory and CPU figures, [`report`] prints the Markdown tables,
+//!   [`disk`] waits for the disk to settle between servers.
 
 pub mod client;
 pub mod data;
+pub mod disk;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;

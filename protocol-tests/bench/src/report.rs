@@ -26,6 +26,13 @@ pub enum Metric {
     ServerCpu,
     /// Client (loadgen) CPU seconds per GiB over the same scenarios.
     ClientCpu,
+    /// Server CPU microseconds per creation (user + system). Less noisy than the rate: a busy
+    /// host slows a server down but hardly changes what one request costs it.
+    CpuPerCreation,
+    /// Server CPU microseconds per HEAD.
+    CpuPerHead,
+    /// Server CPU microseconds per small upload.
+    CpuPerSmall,
 }
 
 impl Metric {
@@ -39,6 +46,9 @@ impl Metric {
             Metric::SlowCompleted => thousands(value.round() as u64),
             Metric::RssFast | Metric::RssSlow => format!("{value:.1}"),
             Metric::ServerCpu | Metric::ClientCpu => format!("{value:.2}"),
+            Metric::CpuPerCreation | Metric::CpuPerHead | Metric::CpuPerSmall => {
+                format!("{value:.0}")
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use tusk_bench::report::{
 };
 use tusk_bench::scenarios::{self, SlowPlan, Tally, Target};
 use tusk_bench::servers::{self, Kind, Programs, Running, Spec};
+use tusk_bench::disk;
 use tusk_bench::sink::{self, SinkMode};
 
 /// First argument that turns this binary into the sink (so the sink is its own process
@@ -43,6 +44,10 @@ struct Options {
     tusk: Option<PathBuf>,
     build: bool,
     scratch: Option<PathBuf>,
+    /// Scenarios to run (all when empty).
+    only: Vec<Step>,
+    /// Server labels to run (all when empty).
+    servers: Vec<String>,
 }
 
 const USAGE: &str = "usage: loadgen [--quick] [--runs N] [--tusk PATH] [--no-build] [--scratch DIR]
@@ -50,7 +55,10 @@ const USAGE: &str = "usage: loadgen [--quick] [--runs N] [--tusk PATH] [--no-bui
   --runs N     repeat N times and report medians (default 1)
   --tusk PATH  the tusk binary (default: build it with cargo, then target/release/tusk)
   --no-build   use target/release/tusk as it is
-  --scratch D  where the servers' data dirs go (default: the system temp dir)";
+  --scratch D  where the servers' data dirs go (default: the system temp dir)
+  --only LIST  run only these scenarios: creations,heads,small,large,slow (for iterating;
+               a partial table)
+  --servers L  run only these servers, e.g. sink-fsync,tusk-fsync";
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
@@ -59,6 +67,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         tusk: None,
         build: true,
         scratch: None,
+        only: Vec::new(),
+        servers: Vec::new(),
     };
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -78,6 +88,17 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--no-build" => options.build = false,
             "--scratch" => {
                 options.scratch = Some(iter.next().ok_or("--scratch needs a dir")?.into())
+            }
+            "--only" => {
+                let list = iter.next().ok_or("--only needs a list")?;
+                options.only = list
+                    .split(',')
+                    .map(|name| Step::parse(name).ok_or(format!("unknown scenario {name}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--servers" => {
+                let list = iter.next().ok_or("--servers needs a list")?;
+                options.servers = list.split(',').map(str::to_owned).collect();
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -196,6 +217,15 @@ impl Plan {
                     "server CPU s per GiB uploaded (large + parallel)".to_owned(),
                 ),
                 (
+                    Metric::CpuPerCreation,
+                    "server CPU µs per creation".to_owned(),
+                ),
+                (Metric::CpuPerHead, "server CPU µs per HEAD".to_owned()),
+                (
+                    Metric::CpuPerSmall,
+                    "server CPU µs per small upload".to_owned(),
+                ),
+                (
                     Metric::ClientCpu,
                     "loadgen CPU s per GiB (same scenarios)".to_owned(),
                 ),
@@ -279,6 +309,69 @@ fn sync_disks() {
     let _ = Command::new("sync").status();
 }
 
+/// How long to wait at most for the disk to settle after a server's data is deleted.
+const SETTLE_LIMIT: Duration = Duration::from_secs(90);
+
+/// The disk's state between servers (see [`disk`]).
+struct DiskWatch {
+    dir: PathBuf,
+    baseline: Duration,
+    waited: Duration,
+    longest: Duration,
+    unsettled: usize,
+}
+
+impl DiskWatch {
+    /// Measure the baseline: the best of three probes, before any server ran.
+    fn new(scratch: &Path) -> io::Result<DiskWatch> {
+        let dir = scratch.join("disk-probe");
+        let mut baseline = Duration::MAX;
+        for _ in 0..3 {
+            baseline = baseline.min(disk::probe(&dir)?);
+        }
+        Ok(DiskWatch {
+            dir,
+            baseline,
+            waited: Duration::ZERO,
+            longest: Duration::ZERO,
+            unsettled: 0,
+        })
+    }
+
+    /// After a server stopped (and its data was deleted): wait until file creation is back
+    /// to its baseline speed.
+    fn settle(&mut self) {
+        let (waited, last) = disk::settle(&self.dir, self.baseline, SETTLE_LIMIT);
+        self.waited += waited;
+        self.longest = self.longest.max(waited);
+        if waited >= SETTLE_LIMIT {
+            self.unsettled += 1;
+        }
+        eprintln!(
+            "  disk settled in {:.1} s (create+fsync {} µs, baseline {} µs)",
+            waited.as_secs_f64(),
+            last.as_micros(),
+            self.baseline.as_micros()
+        );
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Between servers loadgen waited {:.0} s in all (longest {:.0} s{}) for creating and \
+             fsyncing a 4 KiB file to be back within 1.5× of its speed before the first server \
+             ({} µs): deleting a server's data slows the next one's file creation for seconds.",
+            self.waited.as_secs_f64(),
+            self.longest.as_secs_f64(),
+            if self.unsettled > 0 {
+                format!("; {} times not settled within {} s", self.unsettled, SETTLE_LIMIT.as_secs())
+            } else {
+                String::new()
+            },
+            self.baseline.as_micros()
+        )
+    }
+}
+
 fn note_failures(
     results: &mut Results,
     run: usize,
@@ -352,10 +445,29 @@ enum Step {
     Slow,
 }
 
+impl Step {
+    fn parse(name: &str) -> Option<Step> {
+        match name {
+            "creations" => Some(Step::Creations),
+            "heads" => Some(Step::Heads),
+            "small" => Some(Step::Small),
+            "large" => Some(Step::Large),
+            "slow" => Some(Step::Slow),
+            _ => None,
+        }
+    }
+}
+
 /// Run every scenario against a fresh server of `spec`; record its figures. A server that
 /// stops answering is killed and a fresh one started for the next scenario. Returns whether
 /// nothing broke (the server started every time and never died or hung).
-fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) -> bool {
+fn measure(
+    bench: &Bench<'_>,
+    spec: &Spec,
+    only: &[Step],
+    results: &mut Results,
+    run: usize,
+) -> bool {
     let label = spec.label.clone();
     let plan = bench.plan;
     let runtime = bench.runtime;
@@ -367,6 +479,9 @@ fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) ->
     let mut steps = vec![Step::Creations, Step::Heads, Step::Small, Step::Large];
     if spec.kind != Kind::Sink(SinkMode::Discard) {
         steps.push(Step::Slow);
+    }
+    if !only.is_empty() {
+        steps.retain(|step| only.contains(step));
     }
     for step in steps {
         if instance.is_none() {
@@ -382,6 +497,15 @@ fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) ->
         }
         let current = instance.as_ref().expect("started above");
         let target = current.target();
+        let server_before = procfs::cpu_ticks(&current.pid);
+        let per_op_cpu = |results: &mut Results, metric: Metric, tally: &Tally| {
+            let after = procfs::cpu_ticks(&current.pid);
+            if let (Some(a), Some(b), true) = (server_before, after, tally.ok > 0) {
+                let micros = (b - a) as f64 / hz * 1e6 / tally.ok as f64;
+                results.record(&label, metric, micros);
+                say(&format!("  server CPU {micros:.0} µs per request"));
+            }
+        };
         let tally = match step {
             Step::Creations => {
                 let tally = runtime.block_on(scenarios::creations(
@@ -391,6 +515,7 @@ fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) ->
                 ));
                 say(&format!("creations: {:.0}/s", tally.per_sec()));
                 results.record(&label, Metric::Creations, tally.per_sec());
+                per_op_cpu(results, Metric::CpuPerCreation, &tally);
                 note_failures(results, run, &label, "creations", Metric::Creations, &tally);
                 tally
             }
@@ -403,6 +528,7 @@ fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) ->
                 ));
                 say(&format!("HEAD: {:.0}/s", tally.per_sec()));
                 results.record(&label, Metric::Heads, tally.per_sec());
+                per_op_cpu(results, Metric::CpuPerHead, &tally);
                 note_failures(results, run, &label, "HEAD", Metric::Heads, &tally);
                 tally
             }
@@ -419,6 +545,7 @@ fn measure(bench: &Bench<'_>, spec: &Spec, results: &mut Results, run: usize) ->
                     tally.ok
                 ));
                 results.record(&label, Metric::Small, tally.per_sec());
+                per_op_cpu(results, Metric::CpuPerSmall, &tally);
                 note_failures(results, run, &label, "small uploads", Metric::Small, &tally);
                 tally
             }
@@ -646,6 +773,9 @@ fn run(options: &Options) -> io::Result<bool> {
         label: SINK_DISCARD.to_owned(),
         kind: Kind::Sink(SinkMode::Discard),
     });
+    if !options.servers.is_empty() {
+        specs.retain(|spec| options.servers.contains(&spec.label));
+    }
 
     let plan = Plan::new(options.quick);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -667,6 +797,7 @@ fn run(options: &Options) -> io::Result<bool> {
         });
     }
 
+    let mut disk_watch = DiskWatch::new(&scratch)?;
     let load_before = procfs::load_average();
     let started = Instant::now();
     let mut results = Results::default();
@@ -680,8 +811,8 @@ fn run(options: &Options) -> io::Result<bool> {
                 scratch: &scratch,
                 plan: &plan,
             };
-            intact &= measure(&bench, spec, &mut results, run);
-            sync_disks();
+            intact &= measure(&bench, spec, &options.only, &mut results, run);
+            disk_watch.settle();
         }
     }
     let elapsed = started.elapsed();
@@ -704,6 +835,7 @@ fn run(options: &Options) -> io::Result<bool> {
         tusk.display(),
         scratch.parent().unwrap_or(&scratch).display()
     );
+    println!("{}\n", disk_watch.describe());
     println!("{}", report::main_table(&results, &titles));
     println!(
         "Ratios are tusk ÷ sink of the medians (above 1 means tusk is faster, or for RSS and CPU, \
