@@ -146,7 +146,11 @@ pub fn routes(
                 let path = path.as_str().to_owned();
                 // Its own task: if hyper drops this request (the client vanished), the upload
                 // work still runs to its commit instead of being cancelled mid-write.
-                let task = tokio::spawn(handle(state, method, path, query, request, body));
+                // Boxed: the task then moves a pointer, not the request's whole state machine
+                // (tokio copies a task's future several times while spawning it).
+                let task = tokio::spawn(Box::pin(handle(
+                    state, method, path, query, request, body,
+                )));
                 task.await.unwrap_or_else(|panic| {
                     tracing::error!(error = %panic, "request handler panicked");
                     let mut response =
