@@ -148,9 +148,8 @@ pub fn routes(
                 // work still runs to its commit instead of being cancelled mid-write.
                 // Boxed: the task then moves a pointer, not the request's whole state machine
                 // (tokio copies a task's future several times while spawning it).
-                let task = tokio::spawn(Box::pin(handle(
-                    state, method, path, query, request, body,
-                )));
+                let task =
+                    tokio::spawn(Box::pin(handle(state, method, path, query, request, body)));
                 task.await.unwrap_or_else(|panic| {
                     tracing::error!(error = %panic, "request handler panicked");
                     let mut response =

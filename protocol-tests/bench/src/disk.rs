@@ -33,12 +33,12 @@ pub fn probe(dir: &Path) -> io::Result<Duration> {
     let block = [0x5au8; 4096];
     let mut times = Vec::with_capacity(PROBE_FILES);
     for _ in 0..PROBE_FILES {
-        let path = dir.join(format!("probe-{}", NEXT_PROBE.fetch_add(1, Ordering::Relaxed)));
+        let path = dir.join(format!(
+            "probe-{}",
+            NEXT_PROBE.fetch_add(1, Ordering::Relaxed)
+        ));
         let started = Instant::now();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
         file.write_all(&block)?;
         file.sync_data()?;
         times.push(started.elapsed());

@@ -16,6 +16,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tusk_bench::disk;
 use tusk_bench::procfs::{self, RssSampler};
 use tusk_bench::report::{
     self, Metric, Results, Titles, SINK_DISCARD, SINK_FSYNC, SINK_NOFSYNC, TUSK_FSYNC,
@@ -23,7 +24,6 @@ use tusk_bench::report::{
 };
 use tusk_bench::scenarios::{self, SlowPlan, Tally, Target};
 use tusk_bench::servers::{self, Kind, Programs, Running, Spec};
-use tusk_bench::disk;
 use tusk_bench::sink::{self, SinkMode};
 
 /// First argument that turns this binary into the sink (so the sink is its own process
@@ -363,7 +363,11 @@ impl DiskWatch {
             self.waited.as_secs_f64(),
             self.longest.as_secs_f64(),
             if self.unsettled > 0 {
-                format!("; {} times not settled within {} s", self.unsettled, SETTLE_LIMIT.as_secs())
+                format!(
+                    "; {} times not settled within {} s",
+                    self.unsettled,
+                    SETTLE_LIMIT.as_secs()
+                )
             } else {
                 String::new()
             },
