@@ -5,6 +5,18 @@ use std::fmt;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+/// `bytes` as lowercase hex, two characters a byte. (Formatting each byte with `{:02x}` cost
+/// 10k instructions per id, a sixteenth of a small upload.)
+pub fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
 /// Length in characters of every id tusk makes.
 const ID_LEN: usize = 32;
 
@@ -21,7 +33,7 @@ impl UploadId {
     pub fn random() -> UploadId {
         let mut bytes = [0u8; ID_LEN / 2];
         rand::thread_rng().fill_bytes(&mut bytes);
-        UploadId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        UploadId(lower_hex(&bytes))
     }
 
     /// Accept exactly the ids tusk makes; anything else is `None`.
@@ -170,6 +182,14 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_hex_writes_two_digits_a_byte() {
+        assert_eq!(lower_hex(&[]), "");
+        assert_eq!(lower_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let id = UploadId::random();
+        assert_eq!(UploadId::parse(id.as_str()), Some(id));
+    }
 
     #[test]
     fn random_ids_parse_back() {

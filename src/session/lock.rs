@@ -466,7 +466,7 @@ async fn remote_release_stalled(
 fn random_holder_token() -> String {
     use rand::Rng;
     let bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::upload::lower_hex(&bytes)
 }
 
 /// A shared lease held by a guard, renewed in the background while it lives.
