@@ -12,8 +12,8 @@ use warp::reply::Response;
 
 use super::checksum::{self, ChecksumRequest};
 use super::{
-    concatenation, creation, expiration, header_str, headers, set_header, BodyStream, RequestParts,
-    EXTENSIONS, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_VERSION,
+    concatenation, creation, expiration, header_str, headers, set_header, set_u64, BodyStream,
+    RequestParts, EXTENSIONS, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_VERSION,
     TUS_VERSION_HEADER, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_LIMIT,
     UPLOAD_METADATA, UPLOAD_OFFSET,
 };
@@ -88,10 +88,10 @@ pub fn describe_upload(state: &AppState, info: &UploadInfo, response: &mut Respo
     let pending_final = matches!(info.concat, Concat::Final { joined: false, .. });
     // §Concatenation: no Upload-Offset for a final upload whose parts are not joined yet.
     if !pending_final {
-        set_header(response, UPLOAD_OFFSET, info.offset);
+        set_u64(response, UPLOAD_OFFSET, info.offset);
     }
     match info.length {
-        Some(length) => set_header(response, UPLOAD_LENGTH, length),
+        Some(length) => set_u64(response, UPLOAD_LENGTH, length),
         // A final upload's length is unknown only while a part's is; it is not "deferred".
         None if !info.is_final() => set_header(response, UPLOAD_DEFER_LENGTH, 1),
         None => {}
@@ -142,7 +142,7 @@ pub async fn append_chunk(
     receive(state, &mut info, request, body, checksum, &guard).await?;
 
     let mut response = super::empty(StatusCode::NO_CONTENT);
-    set_header(&mut response, UPLOAD_OFFSET, info.offset);
+    set_u64(&mut response, UPLOAD_OFFSET, info.offset);
     expiration::describe(&info, &mut response);
     Ok(response)
 }

@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::{
-    access, checksum, concatenation, core, expiration, header_str, headers, set_header, BodyStream,
+    access, checksum, concatenation, core, expiration, header_str, headers, set_u64, BodyStream,
     RequestParts, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA,
     UPLOAD_OFFSET,
 };
@@ -101,7 +101,7 @@ pub async fn create_upload(
         response.headers_mut().insert(LOCATION, value);
     }
     if with_body {
-        set_header(&mut response, UPLOAD_OFFSET, info.offset);
+        set_u64(&mut response, UPLOAD_OFFSET, info.offset);
     }
     expiration::describe(&info, &mut response);
     Ok(response)

@@ -224,6 +224,14 @@ pub fn empty(status: StatusCode) -> Response {
     response
 }
 
+/// Set a header to a number: no string is formatted and re-validated on the way (offsets and
+/// lengths are in every HEAD and PATCH answer).
+pub fn set_u64(response: &mut Response, name: HeaderName, value: u64) {
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from(value));
+}
+
 /// Set a header from any displayable value (numbers, dates, ids).
 pub fn set_header(response: &mut Response, name: HeaderName, value: impl ToString) {
     if let Ok(value) = HeaderValue::from_str(&value.to_string()) {

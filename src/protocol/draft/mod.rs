@@ -231,7 +231,7 @@ async fn take_over(state: &AppState, id: &UploadId) -> Result<UploadGuard> {
 
 /// Upload-Offset, completeness and (from interop 6) Upload-Limit of `info`.
 fn describe(state: &AppState, version: Interop, info: &UploadInfo, response: &mut Response) {
-    set_header(response, super::UPLOAD_OFFSET, info.offset);
+    super::set_u64(response, super::UPLOAD_OFFSET, info.offset);
     set_header(
         response,
         version.completeness_field(),
