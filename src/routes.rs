@@ -204,17 +204,16 @@ async fn handle(
     let started = std::time::Instant::now();
     let method = effective_method(method, &request.headers);
     request.method = method.clone();
+    // Every field known now is given now: each later `record` formats the span's fields again.
+    let client = request.client_ip(&state.settings.server);
     let span = tracing::info_span!(
         "request",
         method = %method,
         path = %path,
-        remote = tracing::field::Empty,
+        remote = client.map(tracing::field::display),
         owner = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
-    if let Some(client) = request.client_ip(&state.settings.server) {
-        span.record("remote", tracing::field::display(client));
-    }
     let response = dispatch(&state, &method, &path, &query, &mut request, body)
         .instrument(span.clone())
         .await
