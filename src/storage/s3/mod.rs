@@ -1568,6 +1568,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_removal_cut_short_after_its_abort_finishes() {
+        let Some(server) = server().await else { return };
+        let store = server.store();
+        let info = new_upload(&store, Some(3 * PART)).await;
+        let mut writer = store.writer(&info.id).await.unwrap();
+        write_chunks(writer.as_mut(), &data(PART as usize + 5, 12), 0, 1 << 20).await;
+        writer.sync().await.unwrap();
+        drop(writer);
+        // A removal that aborted the multipart upload and stopped there: `.info` still names
+        // an upload the store no longer knows (moto: NoSuchUpload 404, as S3; s3s-fs: 403).
+        let doc = store.info_doc(&info.id).await.unwrap().unwrap();
+        store
+            .abort(&store.key(&info.id), &doc.upload_id)
+            .await
+            .unwrap();
+        assert_eq!(store.ids().await.unwrap(), vec![info.id.clone()]);
+        store.remove(&info.id).await.unwrap();
+        assert_eq!(store.list_keys("").await.unwrap(), Vec::<String>::new());
+        assert!(server.pending_parts().await.is_empty());
+    }
+
+    #[tokio::test]
     async fn listing_follows_continuation_tokens() {
         let Some(server) = server().await else { return };
         let store = server.store();
