@@ -239,7 +239,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on `127.0.0.1:0` and forwards every connection to `upstream`.
     pub fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fault proxy");
+        FaultProxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+    }
+
+    /// Listens on `listen` (a port chosen before, to stand in for a server that comes and
+    /// goes on it) and forwards every connection to `upstream`.
+    pub fn start_on(listen: SocketAddr, upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind(listen)
+            .unwrap_or_else(|e| panic!("binding the fault proxy on {listen}: {e}"));
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
             upstream: Mutex::new(upstream),

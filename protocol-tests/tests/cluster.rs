@@ -224,3 +224,47 @@ fn an_expired_upload_loses_its_objects_and_its_multipart_parts() {
         backend.multipart_leftovers()
     );
 }
+
+#[test]
+fn a_wrong_secret_key_is_refused_at_start_up() {
+    needs_shared_backend!();
+    let backend = SharedBackend::start();
+    let data = tempfile::tempdir().expect("a data directory");
+    let env = backend.env().into_iter().map(|(k, v)| {
+        let v = if k == "TUSK_S3__SECRET_KEY" {
+            format!("{v}-wrong")
+        } else {
+            v
+        };
+        (k, v)
+    });
+    // The S3 server must check every signature: with a secret it does not know, HeadBucket
+    // is refused and tusk stops before it listens.
+    let mut child = std::process::Command::new(tusk_bin())
+        .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(data.path())
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting tusk");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tusk") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tusk started with a wrong S3 secret key");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "tusk exited {status}: {stderr}");
+    assert!(
+        stderr.contains("denied"),
+        "the error names the refusal: {stderr}"
+    );
+}

@@ -5,7 +5,8 @@
 //! cargo run --release -p tusk-bench --bin backends -- [--runs N] [--quick] [--no-build]
 //! ```
 //!
-//! Starts a Redis and an s3s-fs (see `protocol-tests/backends/install.sh`) on free ports, then
+//! Starts a Redis and an S3 server (see `protocol-tests/backends/install.sh`; s3s-fs, or moto
+//! with `TUSK_TEST_S3=moto`, as in the tests) on free ports, then
 //! per run tusk-local and tusk-s3 one after another, each on a fresh data dir / key prefix,
 //! and reports medians with the ratio s3 / local. Both tusk processes use fsync durability
 //! (the default, and the only mode of the s3 backend). s3s-fs is itself a process writing
@@ -292,7 +293,8 @@ fn main() -> ExitCode {
         let _ = Command::new("sync").status();
     }
     println!(
-        "| scenario | tusk local (files + sled) | tusk s3 (s3s-fs + Redis) | s3 / local | S3 store alone | tusk s3 / store alone |\n|---|---|---|---|---|---|"
+        "| scenario | tusk local (files + sled) | tusk s3 ({} + Redis) | s3 / local | S3 store alone | tusk s3 / store alone |\n|---|---|---|---|---|---|",
+        backend.s3_server().name()
     );
     for (name, unit, local, s3, alone) in &figures.rows {
         let (l, s) = (median(local).unwrap_or(0.0), median(s3).unwrap_or(0.0));
