@@ -310,7 +310,7 @@ fn sync_disks() {
 }
 
 /// How long to wait at most for the disk to settle after a server's data is deleted.
-const SETTLE_LIMIT: Duration = Duration::from_secs(90);
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// The disk's state between servers (see [`disk`]).
 struct DiskWatch {
@@ -823,6 +823,10 @@ fn run(options: &Options) -> io::Result<bool> {
     let load_after = procfs::load_average();
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&scratch);
+    eprintln!(
+        "loadgen: deleted its scratch files; on a disk mounted with discard, wait a minute before \
+         the next invocation (deleting many small files slows file creation for about that long)"
+    );
 
     let titles = plan.titles();
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
