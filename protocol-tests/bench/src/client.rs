@@ -35,13 +35,22 @@ pub enum Body {
         /// Time between writes.
         every: Duration,
     },
+    /// `len` bytes as fast as the socket takes them, in `Transfer-Encoding: chunked` chunks of
+    /// `chunk` bytes: the server's HTTP layer hands them over one small frame per chunk, which
+    /// is what gathering into a buffer is for.
+    Chunked {
+        /// Total bytes.
+        len: u64,
+        /// Bytes per chunk.
+        chunk: usize,
+    },
 }
 
 impl Body {
     fn len(&self) -> u64 {
         match *self {
             Body::Empty => 0,
-            Body::Data(len) | Body::Paced { len, .. } => len,
+            Body::Data(len) | Body::Paced { len, .. } | Body::Chunked { len, .. } => len,
         }
     }
 
@@ -50,7 +59,9 @@ impl Body {
     fn time_limit(&self) -> Duration {
         match *self {
             Body::Empty => ANSWER_TIMEOUT,
-            Body::Data(len) => ANSWER_TIMEOUT + Duration::from_secs(len >> 25),
+            Body::Data(len) | Body::Chunked { len, .. } => {
+                ANSWER_TIMEOUT + Duration::from_secs(len >> 25)
+            }
             Body::Paced { len, chunk, every } => {
                 let writes = u32::try_from(len / chunk.max(1) as u64 + 1).unwrap_or(u32::MAX);
                 ANSWER_TIMEOUT + every.saturating_mul(writes)
@@ -231,6 +242,31 @@ impl Conn {
                         left -= n as u64;
                     }
                 }
+                Body::Chunked { chunk, .. } => {
+                    writer.write_all(head).await?;
+                    let data = pattern();
+                    let chunk = chunk.clamp(1, data.len());
+                    // Many chunks per write, so the client's own syscalls stay few.
+                    let per_write = (256usize << 10) / (chunk + 16) + 1;
+                    let mut left = len;
+                    while left > 0 {
+                        scratch.clear();
+                        for _ in 0..per_write {
+                            if left == 0 {
+                                break;
+                            }
+                            let n = left.min(chunk as u64) as usize;
+                            scratch.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                            scratch.extend_from_slice(&data[..n]);
+                            scratch.extend_from_slice(b"\r\n");
+                            left -= n as u64;
+                        }
+                        if left == 0 {
+                            scratch.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        writer.write_all(scratch).await?;
+                    }
+                }
                 Body::Paced { chunk, every, .. } => {
                     writer.write_all(head).await?;
                     let data = pattern();
@@ -367,7 +403,10 @@ impl TusClient {
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n{headers}",
             self.authority
         );
-        if method != "HEAD" {
+        if let Body::Chunked { .. } = body {
+            self.head
+                .extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        } else if method != "HEAD" {
             let _ = write!(self.head, "Content-Length: {}\r\n", body.len());
         }
         self.head.extend_from_slice(b"\r\n");

@@ -14,6 +14,8 @@ pub enum Metric {
     Large,
     /// Parallel uploads, aggregate MiB/s.
     Parallel,
+    /// One upload in small chunks (chunked transfer encoding), MiB/s.
+    Chunked,
     /// Small uploads per second.
     Small,
     /// Slow uploads that completed.
@@ -33,6 +35,8 @@ pub enum Metric {
     CpuPerHead,
     /// Server CPU microseconds per small upload.
     CpuPerSmall,
+    /// Server CPU seconds per GiB of the chunked upload.
+    CpuChunked,
 }
 
 impl Metric {
@@ -42,10 +46,11 @@ impl Metric {
             | Metric::Heads
             | Metric::Small
             | Metric::Large
-            | Metric::Parallel => thousands(value.round() as u64),
+            | Metric::Parallel
+            | Metric::Chunked => thousands(value.round() as u64),
             Metric::SlowCompleted => thousands(value.round() as u64),
             Metric::RssFast | Metric::RssSlow => format!("{value:.1}"),
-            Metric::ServerCpu | Metric::ClientCpu => format!("{value:.2}"),
+            Metric::ServerCpu | Metric::ClientCpu | Metric::CpuChunked => format!("{value:.2}"),
             Metric::CpuPerCreation | Metric::CpuPerHead | Metric::CpuPerSmall => {
                 format!("{value:.0}")
             }
@@ -239,7 +244,12 @@ pub fn ceiling_table(results: &Results, titles: &Titles) -> String {
     for (metric, title) in &titles.rows {
         if !matches!(
             metric,
-            Metric::Creations | Metric::Heads | Metric::Large | Metric::Parallel | Metric::Small
+            Metric::Creations
+                | Metric::Heads
+                | Metric::Large
+                | Metric::Parallel
+                | Metric::Chunked
+                | Metric::Small
         ) {
             continue;
         }

@@ -206,6 +206,16 @@ pub async fn heads(target: &Target, clients: usize, uploads: usize, duration: Du
 
 /// One upload of `size` bytes in one PATCH; the time is the PATCH's, to its 204.
 pub async fn large(target: &Target, size: u64) -> Tally {
+    one_patch(target, size, Body::Data(size)).await
+}
+
+/// One upload of `size` bytes in one PATCH sent with chunked transfer encoding in chunks of
+/// `chunk` bytes (small frames on the server side: what its buffer gathers).
+pub async fn chunked(target: &Target, size: u64, chunk: usize) -> Tally {
+    one_patch(target, size, Body::Chunked { len: size, chunk }).await
+}
+
+async fn one_patch(target: &Target, size: u64, body: Body) -> Tally {
     let mut tally = Tally::default();
     let mut client = target.client();
     let path = match client.create(size).await {
@@ -216,7 +226,7 @@ pub async fn large(target: &Target, size: u64) -> Tally {
         }
     };
     let started = Instant::now();
-    match client.patch(&path, 0, Body::Data(size)).await {
+    match client.patch(&path, 0, body).await {
         Ok(()) => {
             tally.ok = 1;
             tally.bytes = size;

@@ -56,7 +56,7 @@ const USAGE: &str = "usage: loadgen [--quick] [--runs N] [--tusk PATH] [--no-bui
   --tusk PATH  the tusk binary (default: build it with cargo, then target/release/tusk)
   --no-build   use target/release/tusk as it is
   --scratch D  where the servers' data dirs go (default: the system temp dir)
-  --only LIST  run only these scenarios: creations,heads,small,large,slow (for iterating;
+  --only LIST  run only these scenarios: creations,heads,small,large,chunked,slow (for iterating;
                a partial table)
   --servers L  run only these servers, e.g. sink-fsync,tusk-fsync";
 
@@ -117,6 +117,8 @@ struct Plan {
     large: u64,
     parallel_uploads: usize,
     parallel_size: u64,
+    chunked_size: u64,
+    chunked_chunk: usize,
     small_count: u64,
     small_size: u64,
     small_clients: usize,
@@ -139,6 +141,8 @@ impl Plan {
             large: if quick { 256 << 20 } else { 2 << 30 },
             parallel_uploads: 64,
             parallel_size: if quick { 4 << 20 } else { 16 << 20 },
+            chunked_size: if quick { 64 << 20 } else { 512 << 20 },
+            chunked_chunk: 4 << 10,
             small_count: if quick { 1000 } else { 5000 },
             small_size: 4 << 10,
             small_clients: 64,
@@ -187,6 +191,14 @@ impl Plan {
                     format!("{} in parallel (MiB/s, aggregate)", self.parallel_title()),
                 ),
                 (
+                    Metric::Chunked,
+                    format!(
+                        "1 × {} in one chunked PATCH, {} chunks (MiB/s)",
+                        size_name(self.chunked_size),
+                        size_name(self.chunked_chunk as u64)
+                    ),
+                ),
+                (
                     Metric::Small,
                     format!(
                         "{} × {} uploads, {} clients (uploads/s)",
@@ -221,6 +233,10 @@ impl Plan {
                     "server CPU µs per creation".to_owned(),
                 ),
                 (Metric::CpuPerHead, "server CPU µs per HEAD".to_owned()),
+                (
+                    Metric::CpuChunked,
+                    "server CPU s per GiB of the chunked upload".to_owned(),
+                ),
                 (
                     Metric::CpuPerSmall,
                     "server CPU µs per small upload".to_owned(),
@@ -446,6 +462,8 @@ enum Step {
     Small,
     /// The large single upload and the parallel ones, with CPU measured over both.
     Large,
+    /// One upload in small chunks (chunked transfer encoding).
+    Chunked,
     Slow,
 }
 
@@ -456,6 +474,7 @@ impl Step {
             "heads" => Some(Step::Heads),
             "small" => Some(Step::Small),
             "large" => Some(Step::Large),
+            "chunked" => Some(Step::Chunked),
             "slow" => Some(Step::Slow),
             _ => None,
         }
@@ -480,7 +499,13 @@ fn measure(
     let mut intact = true;
     let mut instance: Option<Instance> = None;
     let mut fast_peak_kib: u64 = 0;
-    let mut steps = vec![Step::Creations, Step::Heads, Step::Small, Step::Large];
+    let mut steps = vec![
+        Step::Creations,
+        Step::Heads,
+        Step::Small,
+        Step::Large,
+        Step::Chunked,
+    ];
     if spec.kind != Kind::Sink(SinkMode::Discard) {
         steps.push(Step::Slow);
     }
@@ -601,6 +626,38 @@ fn measure(
                 };
                 fast_peak_kib = fast_peak_kib.max(current.peak_kib());
                 parallel
+            }
+            Step::Chunked => {
+                let tally = runtime.block_on(scenarios::chunked(
+                    &target,
+                    plan.chunked_size,
+                    plan.chunked_chunk,
+                ));
+                say(&format!(
+                    "1 × {} in {} chunks: {:.0} MiB/s",
+                    size_name(plan.chunked_size),
+                    size_name(plan.chunked_chunk as u64),
+                    tally.mib_per_sec()
+                ));
+                results.record(&label, Metric::Chunked, tally.mib_per_sec());
+                if let (Some(a), Some(b), true) = (
+                    server_before,
+                    procfs::cpu_ticks(&current.pid),
+                    tally.bytes > 0,
+                ) {
+                    let per_gib = (b - a) as f64 / hz / (tally.bytes as f64 / GIB);
+                    results.record(&label, Metric::CpuChunked, per_gib);
+                    say(&format!("  server CPU {per_gib:.2} s per GiB"));
+                }
+                note_failures(
+                    results,
+                    run,
+                    &label,
+                    "chunked upload",
+                    Metric::Chunked,
+                    &tally,
+                );
+                tally
             }
             Step::Slow => {
                 fast_peak_kib = fast_peak_kib.max(current.peak_kib());
