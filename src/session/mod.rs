@@ -13,7 +13,9 @@ pub mod lock;
 pub mod redis;
 
 use std::fmt;
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -75,6 +77,8 @@ pub struct SledSessionStore {
     uploads: sled::Tree,
     durability: Durability,
     flusher: GroupCommit,
+    /// sled's log file (`{dir}/db`), opened again only to fdatasync it after each flush.
+    log: Arc<File>,
     /// Decoded records of recently used uploads: a HEAD (the call every resuming client makes,
     /// often many times) then costs a clone instead of a sled lookup and a JSON decode. Every
     /// change of the tree happens under this mutex, and so does filling it after a miss, so it
@@ -110,7 +114,7 @@ struct FlushState {
 }
 
 impl GroupCommit {
-    async fn flush(&self, db: &sled::Db) -> Result<(), SessionError> {
+    async fn flush(&self, db: &sled::Db, log: &Arc<File>) -> Result<(), SessionError> {
         let ticket = {
             let mut state = self.lock();
             state.issued += 1;
@@ -137,7 +141,17 @@ impl GroupCommit {
                 continue;
             };
             let db = db.clone();
-            let result = tokio::task::spawn_blocking(move || db.flush()).await;
+            let log = Arc::clone(log);
+            let result = tokio::task::spawn_blocking(move || {
+                db.flush()?;
+                // sled's flush ends in sync_file_range, which neither flushes the disk's write
+                // cache nor commits the file's metadata: a power cut could still lose what it
+                // "flushed" (its background thread's sync_all follows within 500 ms). An
+                // fdatasync of its log file makes the record as durable as the upload's bytes.
+                log.sync_data()
+                    .map_err(|e| SessionError::Database(format!("syncing the database: {e}")))
+            })
+            .await;
             {
                 let mut state = self.lock();
                 state.running = false;
@@ -148,7 +162,7 @@ impl GroupCommit {
             self.done.notify_waiters();
             match result {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(err)) => return Err(err.into()),
+                Ok(Err(err)) => return Err(err),
                 Err(join) => return Err(SessionError::Database(join.to_string())),
             }
         }
@@ -182,15 +196,21 @@ impl SledSessionStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<SledSessionStore, SessionError> {
         let db = sled::Config::new()
             .path(dir)
-            // sled's background flusher also runs; our own flush is what makes a PATCH durable.
+            // sled's background flusher also runs (with a real fsync); our own flush plus an
+            // fdatasync of its log is what makes a PATCH durable.
             .flush_every_ms(Some(500))
             .open()?;
         let uploads = db.open_tree("uploads")?;
+        // sled 0.34 keeps everything in one file named `db` in its directory.
+        let log_path = dir.join("db");
+        let log = File::open(&log_path)
+            .map_err(|e| SessionError::Database(format!("opening {}: {e}", log_path.display())))?;
         Ok(SledSessionStore {
             db,
             uploads,
             durability,
             flusher: GroupCommit::default(),
+            log: Arc::new(log),
             recent: std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(RECENT_RECORDS).expect("non-zero"),
             )),
@@ -293,7 +313,7 @@ impl SessionStore for SledSessionStore {
     }
 
     async fn flush(&self) -> Result<(), SessionError> {
-        self.flusher.flush(&self.db).await
+        self.flusher.flush(&self.db, &self.log).await
     }
 
     async fn size_on_disk(&self) -> Result<u64, SessionError> {
