@@ -169,13 +169,6 @@ pub struct StorageSettings {
     /// New uploads are refused with 507, and `/readyz` fails, below this much free space on
     /// the data volume; 0 = no floor.
     pub min_free_space: ByteSize,
-    /// With fsync durability, a PATCH body up to this size is made durable in the session
-    /// database's log together with its record (one sync shared by many uploads) instead of
-    /// by an fdatasync of its file; 0 = never. Local backend only.
-    pub journal_max_write: ByteSize,
-    /// How often the upload files holding journaled bytes are synced, after which the journal
-    /// lets go of them (sooner when 16 MiB are waiting).
-    pub journal_sync_interval: HumanDuration,
     /// Where bytes and records live: one machine, or shared by several instances.
     pub backend: Backend,
 }
@@ -275,8 +268,6 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./data"),
             durability: Durability::Fsync,
             min_free_space: ByteSize(0),
-            journal_max_write: ByteSize(64 << 10),
-            journal_sync_interval: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -774,17 +765,6 @@ impl Settings {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
-        }
-        // A journaled body is read back into memory and sits in sled's cache until synced:
-        // past a buffer's largest size it is a large write, which its own fdatasync suits.
-        if self.storage.journal_max_write.0 > 1 << 20 {
-            return Err(invalid("storage.journal_max_write", "must be at most 1MiB"));
-        }
-        if self.storage.journal_sync_interval.0.is_zero() {
-            return Err(invalid(
-                "storage.journal_sync_interval",
-                "must be greater than 0",
-            ));
         }
         if self.storage.backend == Backend::S3 {
             self.validate_shared_backend()?;

@@ -17,7 +17,6 @@ use crate::transfer::budget::BufferBudget;
 use crate::transfer::buffer_pool::BufferPool;
 use crate::transfer::monitor::InterfaceMonitor;
 use crate::transfer::profile::ClientProfiles;
-use crate::transfer::small_commits::{self, SmallCommits};
 use crate::upload::{unix_now, UploadId, UploadInfo};
 
 /// How long a request waits for an in-flight PATCH it asked to stop to commit and let go.
@@ -32,9 +31,6 @@ pub enum StartError {
     /// The upload directory would not open.
     #[error("cannot open the upload directory: {0}")]
     Storage(#[from] StoreError),
-    /// The small-commit journal could not be replayed into the upload files.
-    #[error("cannot replay the small-commit journal: {0}")]
-    Journal(String),
     /// Token mode without usable keys.
     #[error("{0}")]
     Auth(#[from] AuthSetupError),
@@ -146,9 +142,6 @@ pub struct AppState {
     pub auth: Arc<Authority>,
     /// HTTP hooks (off unless `[hooks]` names an endpoint).
     pub hooks: Hooks,
-    /// Small bodies committed through the session store's journal (fsync durability, local
-    /// backend); `None` where that does not apply.
-    pub small_commits: Option<SmallCommits>,
 }
 
 impl AppState {
@@ -170,9 +163,7 @@ impl AppState {
         }
         let metrics = Metrics::default();
         let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
-        let small_commits = SmallCommits::new(&settings, &sessions, &blobs);
         let state = AppState {
-            small_commits,
             auth: Arc::new(auth),
             hooks,
             admin_token,
@@ -185,16 +176,6 @@ impl AppState {
             blobs,
             locks,
         };
-        // Before reconciling: a file may be short of bytes only the journal holds durably.
-        let replayed = small_commits::replay(state.sessions.as_ref(), state.blobs.as_ref())
-            .await
-            .map_err(|err| StartError::Journal(err.to_string()))?;
-        if replayed > 0 {
-            tracing::info!(
-                entries = replayed,
-                "journaled bytes written back into their files"
-            );
-        }
         state.reconcile().await?;
         Ok(state)
     }

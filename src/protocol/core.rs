@@ -398,15 +398,7 @@ async fn commit(
     offset: u64,
     next: UploadState,
 ) -> Result<()> {
-    let from = info.offset;
-    let journaled = state
-        .small_commits
-        .as_ref()
-        .filter(|commits| offset > from && commits.admits(offset - from));
-    if journaled.is_none()
-        && offset > from
-        && state.settings.storage.durability == Durability::Fsync
-    {
+    if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
         writer.sync().await?;
     }
     if info.length == Some(offset) {
@@ -415,11 +407,7 @@ async fn commit(
         state.blobs.complete(&info.id, offset).await?;
     }
     advance(state, info, offset, next);
-    match journaled {
-        // The bytes' durable copy goes with the record, in one flush.
-        Some(commits) => commits.commit(info, writer, from).await?,
-        None => state.sessions.put(info).await?,
-    }
+    state.sessions.put(info).await?;
     Ok(())
 }
 

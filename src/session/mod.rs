@@ -9,21 +9,18 @@
 //! [`Durability::Fsync`] flushes sled before it returns.
 
 pub mod expiry;
-pub mod journal;
 pub mod lock;
 pub mod redis;
 
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::config::Durability;
 use crate::upload::{UploadId, UploadInfo};
-pub use journal::{CommitJournal, JournalEntry};
 
 /// Why the session store failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +66,6 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<(), SessionError>;
     /// Bytes the store takes on disk (for metrics).
     async fn size_on_disk(&self) -> Result<u64, SessionError>;
-    /// The small-commit journal, for stores that keep one (see [`journal`]).
-    fn journal(&self) -> Option<&dyn CommitJournal> {
-        None
-    }
 }
 
 /// Format version of stored records: first byte of every value.
@@ -82,10 +75,6 @@ const RECORD_VERSION: u8 = 1;
 pub struct SledSessionStore {
     db: sled::Db,
     uploads: sled::Tree,
-    /// Small commits' bytes, by sequence number (see [`journal`]).
-    journal: sled::Tree,
-    /// The next journal entry's sequence number.
-    next_seq: AtomicU64,
     durability: Durability,
     flusher: GroupCommit,
     /// sled's log file (`{dir}/db`), opened again only to fdatasync it after each flush.
@@ -212,8 +201,6 @@ impl SledSessionStore {
             .flush_every_ms(Some(500))
             .open()?;
         let uploads = db.open_tree("uploads")?;
-        let journal = db.open_tree("journal")?;
-        let next_seq = AtomicU64::new(journal::seq_after(&journal)?);
         // sled 0.34 keeps everything in one file named `db` in its directory.
         let log_path = dir.join("db");
         let log = File::open(&log_path)
@@ -221,8 +208,6 @@ impl SledSessionStore {
         Ok(SledSessionStore {
             db,
             uploads,
-            journal,
-            next_seq,
             durability,
             flusher: GroupCommit::default(),
             log: Arc::new(log),
@@ -333,10 +318,6 @@ impl SessionStore for SledSessionStore {
 
     async fn size_on_disk(&self) -> Result<u64, SessionError> {
         Ok(self.db.size_on_disk()?)
-    }
-
-    fn journal(&self) -> Option<&dyn CommitJournal> {
-        Some(self)
     }
 }
 

@@ -8,9 +8,6 @@
 //!                                                       │  └─ policy::Adapter re-sizes the buffer
 //!                                                       ▼
 //!                 AppendOutcome { written, end }  ──▶ protocol: sync, commit offset (also at checkpoints)
-//!                                                       │  a small body: small_commits journals its
-//!                                                       │  bytes with the record (one shared flush);
-//!                                                       ▼  a drain syncs the files later, all at once
 //!
 //! buffer_pool (size classes 16 KiB..1 MiB) ◀── budget (one global memory cap, 503 beyond)
 //! policy::initial_class ◀── profile (client's EWMA throughput) or monitor (interface kind)
@@ -31,7 +28,6 @@ pub mod monitor;
 pub mod pipeline;
 pub mod policy;
 pub mod profile;
-pub mod small_commits;
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,6 @@ mod cuts;
 mod disk_full;
 mod idle;
 mod overload;
-mod power_cut;
 mod shutdown;
 mod takeover;
 
