@@ -82,7 +82,8 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn recover(&self, _id: &UploadId) -> Result<Option<UploadInfo>, StoreError> {
         Ok(None)
     }
-    /// The upload is whole at `length` bytes, all of them synced: seal it (an object store
+    /// The upload is whole at `length` bytes, all of them synced (or, on a store that
+    /// [`can_sync_all`](Self::can_sync_all), held by the small-commit journal): seal it (an object store
     /// completes its multipart upload here). Called before the record says finished; calling
     /// it again on a sealed upload is not an error.
     async fn complete(&self, _id: &UploadId, _length: u64) -> Result<(), StoreError> {
@@ -92,6 +93,14 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// then start-up reconciliation must not cut or delete what another instance is writing.
     fn is_shared(&self) -> bool {
         false
+    }
+    /// Whether [`sync_all`](Self::sync_all) works here: the small-commit journal needs it.
+    fn can_sync_all(&self) -> bool {
+        false
+    }
+    /// Make every byte written so far to any blob durable, in one go.
+    async fn sync_all(&self) -> Result<(), StoreError> {
+        Err(StoreError::Io(io::ErrorKind::Unsupported.into()))
     }
 }
 
@@ -123,6 +132,12 @@ pub trait BlobWriter: Send + fmt::Debug {
     }
     /// Make every byte written so far durable.
     async fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// The `len` bytes at `offset` as written so far, durable or not (the small-commit journal
+    /// keeps a copy of them); stores whose [`BlobStore::can_sync_all`] is false need not.
+    async fn read_back(&mut self, _offset: u64, _len: usize) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::Io(io::ErrorKind::Unsupported.into()))
+    }
 
     /// A sync of every byte written so far that runs on its own while writing goes on, for
     /// checkpoints in the middle of a long body; `None` when the store cannot do that (the
