@@ -11,6 +11,7 @@ mod cuts;
 mod disk_full;
 mod idle;
 mod overload;
+mod power_cut;
 mod shutdown;
 mod takeover;
 
