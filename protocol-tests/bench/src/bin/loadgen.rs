@@ -34,6 +34,9 @@ const SINK_ARG: &str = "__sink";
 const BUFFER_KEY: &str = "[transfer] buffer";
 
 const RELAXED_CONFIG: &str = "[storage]\ndurability = \"relaxed\"\n";
+/// tusk-fsync without the small-commit journal (every commit fdatasyncs its file).
+const UNJOURNALED_CONFIG: &str = "[storage]\njournal_max_write = \"0\"\n";
+const TUSK_FSYNC_UNJOURNALED: &str = "tusk-fsync-unjournaled";
 const RELAXED_FIXED_CONFIG: &str =
     "[storage]\ndurability = \"relaxed\"\n\n[transfer]\nbuffer = \"32KiB\"\n";
 
@@ -828,6 +831,17 @@ fn run(options: &Options) -> io::Result<bool> {
         specs.push(Spec {
             label: TUSK_RELAXED_FIXED.to_owned(),
             kind: Kind::Tusk(Some(RELAXED_FIXED_CONFIG.to_owned())),
+        });
+    }
+    if options
+        .servers
+        .iter()
+        .any(|label| label == TUSK_FSYNC_UNJOURNALED)
+    {
+        // Only on request: an A/B of the small-commit journal, in the per-run lines.
+        specs.push(Spec {
+            label: TUSK_FSYNC_UNJOURNALED.to_owned(),
+            kind: Kind::Tusk(Some(UNJOURNALED_CONFIG.to_owned())),
         });
     }
     specs.push(Spec {
