@@ -382,9 +382,9 @@ impl TestServer {
             .path()
     }
 
-    /// Path of the bytes of upload `id` (`<data_dir>/uploads/<id>`).
+    /// Path of the bytes of upload `id` (`<data_dir>/uploads/<first two hex digits>/<id>`).
     pub fn upload_file(&self, id: &str) -> PathBuf {
-        self.data_dir().join("uploads").join(id)
+        self.data_dir().join("uploads").join(&id[..2]).join(id)
     }
 
     /// The upload creation URL.

@@ -1,4 +1,9 @@
-//! [`BlobStore`] on local files: `{data_dir}/uploads/{id}`.
+//! [`BlobStore`] on local files: `{data_dir}/uploads/{id[..2]}/{id}`.
+//!
+//! Files are spread over 256 subdirectories by the first two hex digits of their id: creating
+//! or deleting a file takes its directory's lock, and with every upload in one directory
+//! concurrent creations queued on it (a kernel profile of 5,000 small uploads from 64 clients
+//! had 30% of the server's CPU spinning in `rwsem_down_write_slowpath` under `openat`).
 //!
 //! Writes are `pwritev` calls of whole pooled buffers (and large body frames), so each PATCH
 //! makes few, large write calls; `sync` is `fdatasync`, on a blocking thread.
@@ -39,15 +44,63 @@ impl FsBlobStore {
     /// When the directory cannot be created.
     pub fn open(dir: &Path) -> Result<FsBlobStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        Ok(FsBlobStore {
+        let store = FsBlobStore {
             dir: dir.to_owned(),
-        })
+        };
+        store.make_shards()?;
+        store.move_flat_files()?;
+        Ok(store)
     }
 
     /// The file of `id`. Safe because [`UploadId`] admits only hex characters.
     pub fn path(&self, id: &UploadId) -> PathBuf {
-        self.dir.join(id.as_str())
+        self.dir.join(shard_of(id)).join(id.as_str())
     }
+
+    /// Create the subdirectories that are missing, their names durable before any upload
+    /// file in them is.
+    fn make_shards(&self) -> io::Result<()> {
+        let mut created = false;
+        for shard in 0..=u8::MAX {
+            match std::fs::create_dir(self.dir.join(format!("{shard:02x}"))) {
+                Ok(()) => created = true,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if created {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Files of a data directory from before the subdirectories (`{dir}/{id}`) move into theirs.
+    fn move_flat_files(&self) -> io::Result<()> {
+        let mut moved = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(UploadId::parse) else {
+                continue;
+            };
+            if entry.file_type()?.is_file() {
+                std::fs::rename(entry.path(), self.path(&id))?;
+                moved.insert(shard_of(&id).to_owned());
+            }
+        }
+        if !moved.is_empty() {
+            for shard in &moved {
+                File::open(self.dir.join(shard))?.sync_all()?;
+            }
+            File::open(&self.dir)?.sync_all()?;
+            tracing::info!(shards = moved.len(), dir = %self.dir.display(), "upload files moved into subdirectories");
+        }
+        Ok(())
+    }
+}
+
+/// The subdirectory of `id`: its first two hex digits.
+fn shard_of(id: &UploadId) -> &str {
+    &id.as_str()[..2]
 }
 
 /// Run blocking file work off the async threads.
@@ -141,9 +194,15 @@ impl BlobStore for FsBlobStore {
         let dir = self.dir.clone();
         blocking(move || {
             let mut ids = Vec::new();
-            for entry in std::fs::read_dir(dir)? {
-                if let Some(id) = entry?.file_name().to_str().and_then(UploadId::parse) {
-                    ids.push(id);
+            for shard in std::fs::read_dir(dir)? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(shard.path())? {
+                    if let Some(id) = entry?.file_name().to_str().and_then(UploadId::parse) {
+                        ids.push(id);
+                    }
                 }
             }
             Ok(ids)
@@ -290,6 +349,23 @@ mod tests {
         assert_eq!(&stored[..5], b"<>abc");
         assert!(stored[5..300_005].iter().all(|&b| b == b'z'));
         assert_eq!(stored[300_005], b'!');
+    }
+
+    #[tokio::test]
+    async fn files_of_a_flat_data_directory_move_into_their_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = UploadId::random();
+        std::fs::write(dir.path().join(id.as_str()), b"kept").unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.ids().await.unwrap(), vec![id.clone()]);
+        assert_eq!(store.len(&id).await.unwrap(), 4);
+        assert!(store
+            .path(&id)
+            .starts_with(dir.path().join(&id.as_str()[..2])));
+        assert!(!dir.path().join(id.as_str()).exists());
+        // Opening again finds it where it now is.
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.ids().await.unwrap(), vec![id]);
     }
 
     #[tokio::test]

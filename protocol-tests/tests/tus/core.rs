@@ -203,7 +203,15 @@ fn post_without_tus_resumable_creates_nothing() {
         .send();
     assert_status(&r, &[412], "POST without Tus-Resumable");
     let uploads = s.data_dir().join("uploads");
-    let count = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    // Upload files live in subdirectories of it (one per first two hex digits of the id).
+    let count: usize = std::fs::read_dir(&uploads)
+        .map(|shards| {
+            shards
+                .flatten()
+                .map(|shard| std::fs::read_dir(shard.path()).map_or(0, |d| d.count()))
+                .sum()
+        })
+        .unwrap_or(0);
     assert_eq!(
         count,
         0,

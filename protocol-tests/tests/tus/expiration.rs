@@ -64,7 +64,7 @@ fn expired_unfinished_upload_is_gone() {
 
 /// "A Server MAY wish to remove incomplete uploads after a given period of time to
 /// prevent abandoned uploads from taking up extra storage." tusk's sweeper removes
-/// `<data_dir>/uploads/<id>` within a few seconds of expiry.
+/// `<data_dir>/uploads/<ab>/<id>` within a few seconds of expiry.
 #[test]
 fn expired_upload_file_is_removed() {
     needs_spawned_server!();
