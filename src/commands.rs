@@ -59,6 +59,22 @@ fn open_stores(settings: &Settings) -> Result<(SledSessionStore, FsBlobStore), S
     Ok((sessions, blobs))
 }
 
+/// The stores with whatever a crashed server left in its commit journal applied, so that
+/// offline listings see acknowledged offsets and a purge is not undone by the next start.
+async fn open_replayed_stores(
+    settings: &Settings,
+) -> Result<(SledSessionStore, FsBlobStore), String> {
+    let (sessions, blobs) = open_stores(settings)?;
+    crate::transfer::journal::replay(
+        &crate::transfer::journal::journal_dir(settings),
+        &sessions,
+        &blobs,
+    )
+    .await
+    .map_err(|e| format!("cannot replay the commit journal: {e}"))?;
+    Ok((sessions, blobs))
+}
+
 /// `tusk check`: the configuration is valid (loading it already proved that), the secrets and
 /// TLS files it names can be read and used, and the data directory can be opened.
 pub fn check(settings: &Settings) -> Result<String, String> {
@@ -148,7 +164,7 @@ pub async fn list(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    let (sessions, _) = open_stores(settings)?;
+    let (sessions, _) = open_replayed_stores(settings).await?;
     let now = unix_now();
     let mut uploads = matching(&sessions, filter).await?;
     uploads.sort_by_key(|u| u.created_at);
@@ -198,7 +214,7 @@ pub async fn purge(
     if filter.state.is_none() && filter.older_than.is_none() {
         return Err("say what to purge: --expired, --state STATE or --older-than AGE".to_owned());
     }
-    let (sessions, blobs) = open_stores(settings)?;
+    let (sessions, blobs) = open_replayed_stores(settings).await?;
     let doomed = matching(&sessions, filter).await?;
     let bar = if show_progress {
         ProgressBar::new(doomed.len() as u64)

@@ -169,6 +169,14 @@ pub struct StorageSettings {
     /// New uploads are refused with 507, and `/readyz` fails, below this much free space on
     /// the data volume; 0 = no floor.
     pub min_free_space: ByteSize,
+    /// With fsync durability, a PATCH body up to this size is made durable together with its
+    /// record in the commit journal under `{data_dir}/journal` (one fdatasync shared by many
+    /// uploads) instead of by an fdatasync of its file and a database flush; 0 = never. Local
+    /// backend only.
+    pub journal_max_write: ByteSize,
+    /// How often the upload files and records behind journal entries are synced, after which
+    /// the journal deletes those entries (sooner when 64 MiB are waiting).
+    pub journal_sync_interval: HumanDuration,
     /// Where bytes and records live: one machine, or shared by several instances.
     pub backend: Backend,
 }
@@ -268,6 +276,8 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./data"),
             durability: Durability::Fsync,
             min_free_space: ByteSize(0),
+            journal_max_write: ByteSize(64 << 10),
+            journal_sync_interval: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -765,6 +775,17 @@ impl Settings {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        // A journaled body is read back into memory and written twice: past a buffer's
+        // largest size it is a large write, which its own fdatasync suits better.
+        if self.storage.journal_max_write.0 > 1 << 20 {
+            return Err(invalid("storage.journal_max_write", "must be at most 1MiB"));
+        }
+        if self.storage.journal_sync_interval.0.is_zero() {
+            return Err(invalid(
+                "storage.journal_sync_interval",
+                "must be greater than 0",
+            ));
         }
         if self.storage.backend == Backend::S3 {
             self.validate_shared_backend()?;

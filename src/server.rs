@@ -68,6 +68,12 @@ pub async fn run(
         },
     );
     let monitor = state.interfaces.spawn(stop_background.clone());
+    // Ends after the sweeper and the requests: its last drain leaves the journal empty.
+    let stop_drainer = CancellationToken::new();
+    let drainer = state
+        .journal
+        .as_ref()
+        .map(|journal| journal.spawn_drainer(stop_drainer.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -165,6 +171,10 @@ pub async fn run(
     }
     let _ = sweeper.await;
     let _ = monitor.await;
+    stop_drainer.cancel();
+    if let Some(drainer) = drainer {
+        let _ = drainer.await;
+    }
     state
         .sessions
         .flush()

@@ -15,6 +15,7 @@ use crate::storage::s3::S3BlobStore;
 use crate::storage::{BlobStore, StoreError};
 use crate::transfer::budget::BufferBudget;
 use crate::transfer::buffer_pool::BufferPool;
+use crate::transfer::journal::{self, CommitJournal, JournaledSessions};
 use crate::transfer::monitor::InterfaceMonitor;
 use crate::transfer::profile::ClientProfiles;
 use crate::upload::{unix_now, UploadId, UploadInfo};
@@ -31,6 +32,9 @@ pub enum StartError {
     /// The upload directory would not open.
     #[error("cannot open the upload directory: {0}")]
     Storage(#[from] StoreError),
+    /// The commit journal could not be replayed or started.
+    #[error("commit journal: {0}")]
+    Journal(String),
     /// Token mode without usable keys.
     #[error("{0}")]
     Auth(#[from] AuthSetupError),
@@ -95,6 +99,40 @@ fn open_local(settings: &Settings) -> Result<Stores, StartError> {
     Ok((Arc::new(sessions), Arc::new(blobs), UploadLocks::new()))
 }
 
+/// Replay what a crash left in the commit journal (before anything reads the files), then
+/// start it where it applies, its removals going through the returned session store.
+async fn open_journal(
+    settings: &Settings,
+    sessions: Arc<dyn SessionStore>,
+    blobs: &Arc<dyn BlobStore>,
+) -> Result<(Arc<dyn SessionStore>, Option<CommitJournal>), StartError> {
+    if settings.storage.backend != Backend::Local {
+        return Ok((sessions, None));
+    }
+    let failed = |err: &dyn std::fmt::Display| StartError::Journal(err.to_string());
+    let replayed = journal::replay(
+        &journal::journal_dir(settings),
+        sessions.as_ref(),
+        blobs.as_ref(),
+    )
+    .await
+    .map_err(|err| failed(&err))?;
+    if replayed > 0 {
+        tracing::info!(
+            entries = replayed,
+            "commit journal replayed into the upload files and records"
+        );
+    }
+    let Some(journal) =
+        CommitJournal::open(settings, &sessions, blobs).map_err(|err| failed(&err))?
+    else {
+        return Ok((sessions, None));
+    };
+    let wrapped: Arc<dyn SessionStore> =
+        Arc::new(JournaledSessions::new(sessions, journal.clone()));
+    Ok((wrapped, Some(journal)))
+}
+
 /// Bytes in the object store, records and leases in Redis: shared by every instance.
 async fn open_shared(settings: &Settings) -> Result<Stores, StartError> {
     let blobs = S3BlobStore::new(&settings.s3)?;
@@ -142,6 +180,9 @@ pub struct AppState {
     pub auth: Arc<Authority>,
     /// HTTP hooks (off unless `[hooks]` names an endpoint).
     pub hooks: Hooks,
+    /// Small fsync commits share one fdatasync here (local backend); `None` where that does
+    /// not apply.
+    pub journal: Option<CommitJournal>,
 }
 
 impl AppState {
@@ -155,6 +196,7 @@ impl AppState {
             Backend::Local => open_local(&settings)?,
             Backend::S3 => open_shared(&settings).await?,
         };
+        let (sessions, journal) = open_journal(&settings, sessions, &blobs).await?;
         let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
         let admin_token = read_admin_token(&settings)?;
         let auth = Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())?;
@@ -164,6 +206,7 @@ impl AppState {
         let metrics = Metrics::default();
         let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
+            journal,
             auth: Arc::new(auth),
             hooks,
             admin_token,

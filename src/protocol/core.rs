@@ -398,7 +398,13 @@ async fn commit(
     offset: u64,
     next: UploadState,
 ) -> Result<()> {
-    if offset > info.offset && state.settings.storage.durability == Durability::Fsync {
+    let from = info.offset;
+    let journal = (state.settings.storage.durability == Durability::Fsync)
+        .then_some(state.journal.as_ref())
+        .flatten()
+        .filter(|journal| offset > from && journal.admits(offset - from));
+    if journal.is_none() && offset > from && state.settings.storage.durability == Durability::Fsync
+    {
         writer.sync().await?;
     }
     if info.length == Some(offset) {
@@ -407,7 +413,11 @@ async fn commit(
         state.blobs.complete(&info.id, offset).await?;
     }
     advance(state, info, offset, next);
-    state.sessions.put(info).await?;
+    match journal {
+        // Bytes and record durable in one shared fdatasync (see transfer::journal).
+        Some(journal) => journal.commit(info, writer, from).await?,
+        None => state.sessions.put(info).await?,
+    }
     Ok(())
 }
 

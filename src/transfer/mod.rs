@@ -8,6 +8,9 @@
 //!                                                       │  └─ policy::Adapter re-sizes the buffer
 //!                                                       ▼
 //!                 AppendOutcome { written, end }  ──▶ protocol: sync, commit offset (also at checkpoints)
+//!                                                       │  a small body: journal appends bytes + record
+//!                                                       │  to a shared segment (one fdatasync for many);
+//!                                                       ▼  a drain syncs files and records, then deletes it
 //!
 //! buffer_pool (size classes 16 KiB..1 MiB) ◀── budget (one global memory cap, 503 beyond)
 //! policy::initial_class ◀── profile (client's EWMA throughput) or monitor (interface kind)
@@ -24,6 +27,7 @@ pub mod body;
 pub mod budget;
 pub mod buffer_pool;
 pub mod interim;
+pub mod journal;
 pub mod monitor;
 pub mod pipeline;
 pub mod policy;

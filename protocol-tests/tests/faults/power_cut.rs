@@ -1,9 +1,10 @@
-//! A power cut after small commits: their files may lack bytes that were acknowledged, whose
-//! durable copy is the small-commit journal in the session store.
+//! A power cut after small commits: their files may lack bytes that were acknowledged, and
+//! the database may lack their records, whose durable copy is the commit journal.
 //!
 //! A SIGKILL keeps the page cache, so to stand for a power cut the test takes from the
 //! files what the page cache alone held: with `journal_sync_interval` long, nothing has
-//! synced them yet, and the only durable copy of their bytes is the journal.
+//! synced them yet, and the only durable copy of their bytes is the journal. (The records,
+//! put without a flush, die with the process.)
 
 use protocol_tests::*;
 
@@ -37,6 +38,10 @@ fn core_patch_acknowledged_small_commits_survive_a_power_cut() {
         resp.describe()
     );
     patch_ok(&cut_url, 4096, &cut[4096..8192]);
+    let deleted = source(3000, 3);
+    let (deleted_url, _) = create_with_body(&server, &deleted, deleted.len());
+    let resp = tus("DELETE", &deleted_url).send();
+    assert_status(&resp, &[204], "DELETE of a journaled upload");
     let gone = source(5000, 2);
     let (gone_url, resp) = create_with_body(&server, &gone, gone.len());
     assert_eq!(
@@ -73,6 +78,13 @@ fn core_patch_acknowledged_small_commits_survive_a_power_cut() {
         get_bytes(&gone_url),
         gone,
         "the lost file's bytes after restart"
+    );
+    // §Termination: "the Server SHOULD free associated resources": a replay must not undo it.
+    let resp = tus("HEAD", &server.url(&path_of(&deleted_url))).send();
+    assert_status(
+        &resp,
+        &[404, 410],
+        "HEAD of the upload deleted before the cut",
     );
     // The cut upload resumes where it was acknowledged and ends whole.
     patch_ok(&cut_url, 8192, &cut[8192..]);
