@@ -26,6 +26,7 @@ use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
 use crate::transfer::body::TrailerSlot;
+use crate::transfer::journal::Journaled;
 use crate::transfer::pipeline::{
     self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
 };
@@ -399,12 +400,12 @@ async fn commit(
     next: UploadState,
 ) -> Result<()> {
     let from = info.offset;
-    let journal = (state.settings.storage.durability == Durability::Fsync)
+    let fsync = state.settings.storage.durability == Durability::Fsync;
+    let journal = fsync
         .then_some(state.journal.as_ref())
         .flatten()
         .filter(|journal| offset > from && journal.admits(offset - from));
-    if journal.is_none() && offset > from && state.settings.storage.durability == Durability::Fsync
-    {
+    if journal.is_none() && offset > from && fsync {
         writer.sync().await?;
     }
     if info.length == Some(offset) {
@@ -413,11 +414,15 @@ async fn commit(
         state.blobs.complete(&info.id, offset).await?;
     }
     advance(state, info, offset, next);
-    match journal {
+    if let Some(journal) = journal {
         // Bytes and record durable in one shared fdatasync (see transfer::journal).
-        Some(journal) => journal.commit(info, writer, from).await?,
-        None => state.sessions.put(info).await?,
+        if journal.commit(info, writer, from).await? == Journaled::Yes {
+            return Ok(());
+        }
+        // The journal could not take them: the ordinary way, file first.
+        writer.sync().await?;
     }
+    state.sessions.put(info).await?;
     Ok(())
 }
 

@@ -273,6 +273,15 @@ fn write_batch(
     batch.clear();
 }
 
+/// Whether [`CommitJournal::commit`] made the commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journaled {
+    /// Bytes and record are durable in the journal.
+    Yes,
+    /// The journal could not take them; nothing was stored.
+    No,
+}
+
 /// The journal's side of the PATCH path. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CommitJournal {
@@ -358,15 +367,19 @@ impl CommitJournal {
     /// `from..info.offset`, written through `writer` and not synced: one entry, one shared
     /// fdatasync; then the record goes into the session store without a flush.
     ///
+    /// Returns [`Journaled::No`] when the journal could not take the entry (its segment cannot
+    /// be written, e.g. a full disk): nothing is stored then, and the caller commits the
+    /// ordinary way, so a failing journal costs speed, not uploads.
+    ///
     /// # Errors
-    /// When the bytes cannot be read back, the entry cannot be made durable, or the store
-    /// refuses the record. Nothing was acknowledged then.
+    /// When the bytes cannot be read back or the store refuses the record. Nothing was
+    /// acknowledged then.
     pub async fn commit(
         &self,
         info: &UploadInfo,
         writer: &mut dyn BlobWriter,
         from: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Journaled, StoreError> {
         let len = info.offset - from;
         let bytes = writer
             .read_back(from, usize::try_from(len).map_err(io::Error::other)?)
@@ -383,7 +396,7 @@ impl CommitJournal {
             Err(err) => {
                 self.inner.unhealthy.store(true, Ordering::Relaxed);
                 tracing::error!(error = %err, "journal append failed; small commits fsync their files until the next drain");
-                return Err(err.into());
+                return Ok(Journaled::No);
             }
         };
         self.live().insert(info.id.clone(), seq);
@@ -396,7 +409,7 @@ impl CommitJournal {
         if pending >= DRAIN_AT {
             self.inner.wake.notify_one();
         }
-        Ok(())
+        Ok(Journaled::Yes)
     }
 
     /// Before `id` is deleted: if a live segment has entries of it, append (durably) that it
@@ -708,7 +721,10 @@ mod tests {
         written.unwrap();
         let from = info.offset;
         info.offset += bytes.len() as u64;
-        journal.commit(info, &mut *writer, from).await.unwrap();
+        assert_eq!(
+            journal.commit(info, &mut *writer, from).await.unwrap(),
+            Journaled::Yes
+        );
     }
 
     #[test]
@@ -735,6 +751,41 @@ mod tests {
         flipped[HEADER + 5] ^= 1;
         flipped.extend(removed.encode().unwrap());
         assert!(Entry::decode_all(&flipped).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_segment_write_refuses_appends_until_the_next_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = create_segment(dir.path(), 1).unwrap();
+        drop(segment);
+        // A segment that cannot be written, as on a full disk.
+        let unwritable = File::open(segment_path(dir.path(), 1)).unwrap();
+        let (requests, received) = mpsc::channel();
+        let writer_dir = dir.path().to_path_buf();
+        let writer =
+            std::thread::spawn(move || write_segments(writer_dir, 1, unwritable, received));
+        let append = |entry: Vec<u8>| {
+            let (done, answer) = oneshot::channel();
+            requests.send(Request::Append { entry, done }).unwrap();
+            answer
+        };
+        let id = UploadId::random();
+        let entry = Entry::Removed(id.clone()).encode().unwrap();
+        assert!(append(entry.clone()).await.unwrap().is_err());
+        assert!(
+            append(entry.clone()).await.unwrap().is_err(),
+            "nothing may follow a possibly torn entry in the same segment"
+        );
+        let (done, rotated) = oneshot::channel();
+        requests.send(Request::Rotate { done }).unwrap();
+        assert_eq!(rotated.await.unwrap().unwrap(), 1);
+        assert_eq!(append(entry.clone()).await.unwrap().unwrap(), 2);
+        drop(requests);
+        writer.join().unwrap();
+        assert_eq!(
+            Entry::decode_all(&fs::read(segment_path(dir.path(), 2)).unwrap()),
+            vec![Entry::Removed(id)]
+        );
     }
 
     #[tokio::test]
