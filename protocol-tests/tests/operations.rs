@@ -1066,7 +1066,7 @@ fn uploads_list_and_purge_on_a_stopped_server() {
         err.contains("--expired") || err.contains("--state"),
         "purge without a filter should say what to pass: {err}"
     );
-    assert!(dir.join("uploads").join(&did).exists());
+    assert!(s.upload_file(&did).exists());
 
     let (status, _, err) = run_tusk(
         &["--data-dir", d, "uploads", "list", "--older-than", "soon"],
@@ -1082,10 +1082,10 @@ fn uploads_list_and_purge_on_a_stopped_server() {
         "{out}"
     );
     assert!(
-        !dir.join("uploads").join(&did).exists(),
+        !s.upload_file(&did).exists(),
         "the purged upload's file is still there"
     );
-    assert!(dir.join("uploads").join(&pid).exists());
+    assert!(s.upload_file(&pid).exists());
     let table = subcommand_ok(&dir, &["uploads", "list"]);
     assert!(!table.contains(&did), "purged upload still listed: {table}");
     assert!(table.contains(&pid) && table.contains(&fid), "{table}");
@@ -1126,8 +1126,8 @@ fn uploads_purge_expired() {
     );
     let out = subcommand_ok(&dir, &["uploads", "purge", "--expired"]);
     assert!(out.contains("purged 1 upload(s)"), "{out}");
-    assert!(!dir.join("uploads").join(&sid).exists());
-    assert!(dir.join("uploads").join(&did).exists());
+    assert!(!s.upload_file(&sid).exists());
+    assert!(s.upload_file(&did).exists());
     let table = subcommand_ok(&dir, &["uploads", "list"]);
     assert!(!table.contains(&sid) && table.contains(&did), "{table}");
 }
