@@ -6,8 +6,11 @@
 //! 404 and 405 are decided there, explicitly. Then [`decorate`] adds `Tus-Resumable` and CORS
 //! to every response, errors included.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
 use bytes::Buf;
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, TryStreamExt};
 use http::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
@@ -113,6 +116,8 @@ impl Resource {
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    // One reference count per request, not one per shared part of the state.
+    let state = Arc::new(state);
     warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
@@ -121,7 +126,7 @@ pub fn routes(
         .and(warp::ext::optional::<InterimSender>())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
-        .and(warp::any().map(move || state.clone()))
+        .and(warp::any().map(move || Arc::clone(&state)))
         .then(
             |method: Method,
              path: FullPath,
@@ -131,7 +136,7 @@ pub fn routes(
              interim: Option<InterimSender>,
              query: String,
              body: BodyStream,
-             state: AppState| async move {
+             state: Arc<AppState>| async move {
                 let mut request = RequestParts {
                     method: method.clone(),
                     uri: request_uri(path.as_str(), &query),
@@ -144,23 +149,42 @@ pub fn routes(
                 };
                 request.drop_untrusted_forwarding(&state.settings.server);
                 let path = path.as_str().to_owned();
+                let method = effective_method(method, &request.headers);
+                let writes = !matches!(method, Method::HEAD | Method::GET | Method::OPTIONS);
+                let handled = handle(state, method, path, query, request, body);
+                if !writes {
+                    // Nothing to leave half done if the client goes away: no task to spawn
+                    // (and no hand-over to another thread) for the most frequent requests.
+                    return AssertUnwindSafe(handled)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            let message = panic
+                                .downcast_ref::<&str>()
+                                .map(|text| (*text).to_owned())
+                                .or_else(|| panic.downcast_ref::<String>().cloned());
+                            handler_panicked(&message.unwrap_or_default())
+                        });
+                }
                 // Its own task: if hyper drops this request (the client vanished), the upload
                 // work still runs to its commit instead of being cancelled mid-write.
                 // Boxed: the task then moves a pointer, not the request's whole state machine
                 // (tokio copies a task's future several times while spawning it).
-                let task =
-                    tokio::spawn(Box::pin(handle(state, method, path, query, request, body)));
-                task.await.unwrap_or_else(|panic| {
-                    tracing::error!(error = %panic, "request handler panicked");
-                    let mut response =
-                        crate::protocol::empty(http::StatusCode::INTERNAL_SERVER_ERROR);
-                    response
-                        .headers_mut()
-                        .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
-                    response
-                })
+                let task = tokio::spawn(Box::pin(handled));
+                task.await
+                    .unwrap_or_else(|join| handler_panicked(&join.to_string()))
             },
         )
+}
+
+/// A 500 for a handler that panicked (a bug; the server and other requests carry on).
+fn handler_panicked(message: &str) -> Response {
+    tracing::error!(error = message, "request handler panicked");
+    let mut response = crate::protocol::empty(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    response
 }
 
 /// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s.
@@ -192,17 +216,18 @@ fn effective_method(method: Method, headers: &HeaderMap) -> Method {
         .unwrap_or(method)
 }
 
-/// One request: dispatch, decorate, count and log it (one line per request).
+/// One request (`method` already the effective one): dispatch, decorate, count and log it
+/// (one line per request).
 async fn handle(
-    state: AppState,
+    state: Arc<AppState>,
     method: Method,
     path: String,
     query: String,
     mut request: RequestParts,
     body: BodyStream,
 ) -> Response {
+    let state = &*state;
     let started = std::time::Instant::now();
-    let method = effective_method(method, &request.headers);
     request.method = method.clone();
     // Every field known now is given now: each later `record` formats the span's fields again.
     let client = request.client_ip(&state.settings.server);
@@ -214,11 +239,11 @@ async fn handle(
         owner = tracing::field::Empty,
         bytes = tracing::field::Empty,
     );
-    let response = dispatch(&state, &method, &path, &query, &mut request, body)
+    let response = dispatch(state, &method, &path, &query, &mut request, body)
         .instrument(span.clone())
         .await
         .unwrap_or_else(TusError::into_response);
-    let response = decorate(&state, &request.headers, response);
+    let response = decorate(state, &request.headers, response);
     let status = response.status().as_u16();
     state.metrics.request(method.as_str(), status);
     tracing::info!(
