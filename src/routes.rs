@@ -158,13 +158,7 @@ pub fn routes(
                     return AssertUnwindSafe(handled)
                         .catch_unwind()
                         .await
-                        .unwrap_or_else(|panic| {
-                            let message = panic
-                                .downcast_ref::<&str>()
-                                .map(|text| (*text).to_owned())
-                                .or_else(|| panic.downcast_ref::<String>().cloned());
-                            handler_panicked(&message.unwrap_or_default())
-                        });
+                        .unwrap_or_else(|panic| handler_panicked(panic_message(&*panic)));
                 }
                 // Its own task: if hyper drops this request (the client vanished), the upload
                 // work still runs to its commit instead of being cancelled mid-write.
@@ -175,6 +169,15 @@ pub fn routes(
                     .unwrap_or_else(|join| handler_panicked(&join.to_string()))
             },
         )
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or_default()
 }
 
 /// A 500 for a handler that panicked (a bug; the server and other requests carry on).
@@ -431,6 +434,14 @@ mod tests {
             Resource::NoSuchUpload
         );
         assert_eq!(Resource::of("/files/", "/other"), Resource::Elsewhere);
+    }
+
+    #[test]
+    fn a_panic_reads_back_as_its_message() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(&*literal), "plain");
+        let formatted = std::panic::catch_unwind(|| panic!("upload {}", 7)).unwrap_err();
+        assert_eq!(panic_message(&*formatted), "upload 7");
     }
 
     #[test]
