@@ -1,5 +1,5 @@
 //! Subcommands that work on a data directory while the server is stopped:
-//! `tusk check`, `tusk uploads list`, `tusk uploads purge`.
+//! `tusk check`, `tusk recover`, `tusk uploads list`, `tusk uploads purge`.
 //!
 //! sled allows one process per database, so these refuse (with a clear message) to run while
 //! a server holds the data directory.
@@ -55,7 +55,9 @@ fn open_stores(settings: &Settings) -> Result<(SledSessionStore, FsBlobStore), S
                 dir.join("db").display()
             )
         })?;
-    let blobs = FsBlobStore::open(&dir.join("uploads")).map_err(|e| e.to_string())?;
+    let blobs = FsBlobStore::open(&dir.join("uploads"))
+        .map_err(|e| e.to_string())?
+        .syncing_directories(settings.storage.durability == crate::config::Durability::Fsync);
     Ok((sessions, blobs))
 }
 
@@ -76,18 +78,31 @@ async fn open_replayed_stores(
 }
 
 /// `tusk check`: the configuration is valid (loading it already proved that), the secrets and
-/// TLS files it names can be read and used, and the data directory can be opened.
-pub fn check(settings: &Settings) -> Result<String, String> {
+/// TLS files it names can be read and used, and the data directory opens and would start: no
+/// server holds it, and its session database has every record its files say it should.
+///
+/// # Errors
+/// When anything start-up would refuse is found; the message says what and what to do.
+pub async fn check(settings: &Settings) -> Result<String, String> {
     crate::state::read_admin_token(settings).map_err(|e| e.to_string())?;
     crate::auth::Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())
         .map_err(|e| e.to_string())?;
     crate::tls::TlsFiles::load(&settings.tls).map_err(|e| e.to_string())?;
     let dir = &settings.storage.data_dir;
-    let note = if dir.join("db").exists() {
-        match open_stores(settings) {
-            Ok(_) => "data directory opens".to_owned(),
-            Err(err) => err,
-        }
+    let note = if settings.storage.backend != crate::config::Backend::Local {
+        "shared backend: the data directory is not used".to_owned()
+    } else if dir.join("db").exists() {
+        let (sessions, blobs) = open_replayed_stores(settings).await?;
+        let survey = crate::recovery::survey(&sessions, &blobs)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::recovery::verdict(&survey, settings.storage.durability)
+            .map_err(|e| e.to_string())?;
+        format!(
+            "data directory opens: {} upload(s), {} file(s) without a record to quarantine",
+            survey.records.len(),
+            survey.unclaimed.len()
+        )
     } else {
         "data directory will be created on first start".to_owned()
     };
@@ -98,6 +113,41 @@ pub fn check(settings: &Settings) -> Result<String, String> {
         settings.server.base_path,
         dir.display()
     ))
+}
+
+/// `tusk recover`: rebuild the records the session database lost from the copies kept beside
+/// the bytes (also for files in quarantine), then repair the data directory as start-up does.
+/// Returns a report: what was rebuilt, and which files could not be (no copy of their record).
+///
+/// # Errors
+/// When the data directory cannot be opened (a server holds it) or a store fails.
+pub async fn recover(settings: &Settings) -> Result<String, String> {
+    let (sessions, blobs) = open_replayed_stores(settings).await?;
+    let report = crate::recovery::recover(&sessions, &blobs)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = format!(
+        "rebuilt {} record(s) from their copies; {} upload(s) marked lost, {} file(s) cut back to their offset, {} offset(s) lowered, {} file(s) without a record in quarantine",
+        report.rebuilt.len(),
+        report.repairs.lost,
+        report.repairs.cut,
+        report.repairs.lowered,
+        report.repairs.quarantined,
+    );
+    for id in &report.rebuilt {
+        text.push_str(&format!("\nrebuilt {id}"));
+    }
+    if !report.unrecoverable.is_empty() {
+        text.push_str(&format!(
+            "\n{} file(s) have no copy of their record and could not be rebuilt; they are in {}:",
+            report.unrecoverable.len(),
+            blobs.quarantine_dir().display()
+        ));
+        for id in &report.unrecoverable {
+            text.push_str(&format!("\nnot recovered {id}"));
+        }
+    }
+    Ok(text)
 }
 
 /// What `tusk token` puts in a token besides its owner.
@@ -228,6 +278,10 @@ pub async fn purge(
     let mut freed = 0;
     for info in &doomed {
         freed += blobs.len(&info.id).await.unwrap_or(0);
+        blobs
+            .drop_record_copy(&info.id)
+            .await
+            .map_err(|e| e.to_string())?;
         sessions.remove(&info.id).await.map_err(|e| e.to_string())?;
         blobs.remove(&info.id).await.map_err(|e| e.to_string())?;
         bar.inc(1);

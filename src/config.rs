@@ -177,6 +177,9 @@ pub struct StorageSettings {
     /// How often the upload files and records behind journal entries are synced, after which
     /// the journal deletes those entries (sooner when 64 MiB are waiting).
     pub journal_sync_interval: HumanDuration,
+    /// How long files found at start-up without a record stay in `uploads/.quarantine/`
+    /// before they are deleted (local backend).
+    pub quarantine_for: HumanDuration,
     /// Where bytes and records live: one machine, or shared by several instances.
     pub backend: Backend,
 }
@@ -278,6 +281,7 @@ impl Default for StorageSettings {
             min_free_space: ByteSize(0),
             journal_max_write: ByteSize(64 << 10),
             journal_sync_interval: HumanDuration(Duration::from_secs(1)),
+            quarantine_for: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum TusError {
     /// The upload existed but has expired.
     #[error("upload expired")]
     Gone,
+    /// The server lost bytes of this upload that it had acknowledged; it cannot be resumed.
+    #[error("the server lost this upload's data; start a new upload")]
+    Lost,
     /// The resource exists but does not answer this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -141,6 +144,10 @@ impl From<SessionError> for TusError {
                 tracing::warn!(%reason, "session store unavailable");
                 TusError::BackendUnavailable("the session store")
             }
+            SessionError::Full(reason) => {
+                tracing::error!(%reason, "no space left for the session database");
+                TusError::InsufficientStorage
+            }
             other => TusError::Session(other),
         }
     }
@@ -185,7 +192,7 @@ impl TusError {
             | TusError::UploadCompleted => StatusCode::BAD_REQUEST,
             TusError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TusError::NotFound | TusError::RouteNotFound => StatusCode::NOT_FOUND,
-            TusError::Gone => StatusCode::GONE,
+            TusError::Gone | TusError::Lost => StatusCode::GONE,
             TusError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             TusError::OffsetMismatch { .. } => StatusCode::CONFLICT,
             TusError::Locked => StatusCode::LOCKED,
@@ -226,6 +233,7 @@ impl TusError {
             TusError::NotFound => "ERR_UPLOAD_NOT_FOUND",
             TusError::RouteNotFound => "ERR_NOT_FOUND",
             TusError::Gone => "ERR_UPLOAD_EXPIRED",
+            TusError::Lost => "ERR_UPLOAD_LOST",
             TusError::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
             TusError::OffsetMismatch { .. } => "ERR_MISMATCHED_OFFSET",
             TusError::Locked => "ERR_UPLOAD_LOCKED",

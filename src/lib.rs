@@ -11,6 +11,7 @@
 //! - [`session`] — upload records in sled, per-upload locks, the expiry sweeper (only this
 //!   module imports sled).
 //! - [`storage`] — upload bytes, one file per upload.
+//! - [`recovery`] — start-up reconciliation of bytes and records; `tusk recover`.
 //! - [`auth`] — HS256 tokens, key rotation, signed download links, per-owner limits.
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
@@ -30,6 +31,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;
+pub mod recovery;
 pub mod routes;
 pub mod server;
 pub mod session;

@@ -52,8 +52,10 @@ struct Common {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate the configuration (and that the data directory opens), then exit.
+    /// Validate the configuration and that the data directory would start, then exit.
     Check,
+    /// Rebuild lost records from the copies beside the bytes, while the server is stopped.
+    Recover,
     /// Inspect or clean up uploads while the server is stopped.
     #[command(subcommand)]
     Uploads(UploadsCommand),
@@ -163,7 +165,12 @@ fn main() -> ExitCode {
             let _flush_logs_on_exit = telemetry::init(&settings.log);
             runtime.block_on(serve(settings)).map_err(|e| e.to_string())
         }
-        Some(Command::Check) => commands::check(&settings).map(|note| println!("{note}")),
+        Some(Command::Check) => runtime
+            .block_on(commands::check(&settings))
+            .map(|note| println!("{note}")),
+        Some(Command::Recover) => runtime
+            .block_on(commands::recover(&settings))
+            .map(|report| println!("{report}")),
         Some(Command::Token(args)) => token_request(&args).and_then(|request| {
             commands::mint_token(&settings, args.secret_file.as_deref(), &request)
                 .map(|token| println!("{token}"))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
-use crate::config::{Backend, Settings};
+use crate::config::{Backend, Durability, Settings};
 use crate::error::{Result, TusError};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ use crate::transfer::buffer_pool::BufferPool;
 use crate::transfer::journal::{self, CommitJournal, JournaledSessions};
 use crate::transfer::monitor::InterfaceMonitor;
 use crate::transfer::profile::ClientProfiles;
-use crate::upload::{unix_now, UploadId, UploadInfo};
+use crate::upload::{unix_now, UploadId, UploadInfo, UploadState};
 
 /// How long a request waits for an in-flight PATCH it asked to stop to commit and let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -32,6 +32,9 @@ pub enum StartError {
     /// The upload directory would not open.
     #[error("cannot open the upload directory: {0}")]
     Storage(#[from] StoreError),
+    /// Bytes and records disagree in a way only an operator can settle.
+    #[error("{0}")]
+    Recovery(#[from] crate::recovery::RecoveryError),
     /// The commit journal could not be replayed or started.
     #[error("commit journal: {0}")]
     Journal(String),
@@ -94,7 +97,8 @@ type Stores = (Arc<dyn SessionStore>, Arc<dyn BlobStore>, UploadLocks);
 /// sled under `data_dir/db`, files under `data_dir/uploads`, a per-process lock table.
 fn open_local(settings: &Settings) -> Result<Stores, StartError> {
     let data_dir = &settings.storage.data_dir;
-    let blobs = FsBlobStore::open(&data_dir.join("uploads"))?;
+    let blobs = FsBlobStore::open(&data_dir.join("uploads"))?
+        .syncing_directories(settings.storage.durability == Durability::Fsync);
     let sessions = SledSessionStore::open(&data_dir.join("db"), settings.storage.durability)?;
     Ok((Arc::new(sessions), Arc::new(blobs), UploadLocks::new()))
 }
@@ -223,50 +227,32 @@ impl AppState {
         Ok(state)
     }
 
-    /// Make bytes and records agree after a crash: a file longer than its record's offset is
-    /// cut back (those bytes were never acknowledged); a file shorter than its offset (only
-    /// possible with relaxed durability and a power cut) lowers the offset; files without a
-    /// record are deleted.
+    /// Make bytes and records agree after whatever stopped the last run (see
+    /// [`crate::recovery`]); the auth ledger learns every owner's uploads on the way.
     async fn reconcile(&self) -> Result<(), StartError> {
-        if self.blobs.is_shared() {
-            // Other instances are writing into a shared store now: nothing here is orphaned.
-            return Ok(());
-        }
-        let records = self.sessions.all().await?;
-        let mut known = std::collections::HashSet::with_capacity(records.len());
         let now = unix_now();
-        for mut info in records {
-            known.insert(info.id.clone());
+        // The ledger needs every record whatever the backend; the listing is shared with the
+        // survey below on the local one.
+        for info in self.sessions.all().await? {
             if let Some(owner) = &info.owner {
                 let finished = info.is_finished();
                 self.auth
                     .ledger
                     .restore(owner, info.id.clone(), info.created_at, finished, now);
             }
-            let stored = match self.blobs.len(&info.id).await {
-                Ok(len) => len,
-                Err(StoreError::NotFound) => {
-                    self.blobs.create(&info.id).await?;
-                    0
-                }
-                Err(err) => return Err(err.into()),
-            };
-            if stored > info.offset {
-                self.blobs.truncate(&info.id, info.offset).await?;
-                tracing::info!(upload = %info.id, from = stored, to = info.offset, "cut unacknowledged bytes");
-            } else if stored < info.offset {
-                tracing::warn!(upload = %info.id, offset = info.offset, stored, "data shorter than its record; offset lowered");
-                info.offset = stored;
-                self.sessions.put(&info).await?;
-            }
         }
-        for id in self.blobs.ids().await? {
-            if !known.contains(&id) {
-                tracing::info!(upload = %id, "deleting data without a record");
-                self.blobs.remove(&id).await?;
-            }
+        if self.blobs.is_shared() {
+            // Other instances are writing into a shared store now: nothing here is orphaned.
+            return Ok(());
         }
-        self.sessions.flush().await?;
+        let storage = &self.settings.storage;
+        crate::recovery::reconcile(
+            self.sessions.as_ref(),
+            self.blobs.as_ref(),
+            storage.durability,
+            storage.quarantine_for.0,
+        )
+        .await?;
         Ok(())
     }
 
@@ -291,6 +277,7 @@ impl AppState {
         match record {
             None => Err(TusError::NotFound),
             Some(info) if info.is_expired(unix_now()) => Err(TusError::Gone),
+            Some(info) if info.state == UploadState::Lost => Err(TusError::Lost),
             Some(info) => Ok(info),
         }
     }
@@ -346,11 +333,25 @@ impl AppState {
             let _ = self.blobs.remove(&info.id).await;
             return Err(err.into());
         }
+        if durable_now {
+            self.keep_record_copy(&info).await;
+        }
         Ok(info)
     }
 
-    /// Delete an upload: record first, so nobody is served bytes that are going away.
+    /// Keep a copy of `info` beside its bytes, now that the record is durable (see
+    /// [`BlobStore::keep_record_copy`]). A failure costs only the chance to rebuild the
+    /// record should the database lose it (start-up writes missing copies): logged, not fatal.
+    pub async fn keep_record_copy(&self, info: &UploadInfo) {
+        if let Err(err) = self.blobs.keep_record_copy(info).await {
+            tracing::warn!(upload = %info.id, error = %err, "could not keep a copy of the record beside the bytes");
+        }
+    }
+
+    /// Delete an upload: the record's copy first (bytes without a copy are known unwanted),
+    /// then the record, so nobody is served bytes that are going away, then the bytes.
     pub async fn remove_upload(&self, id: &UploadId) -> Result<()> {
+        self.blobs.drop_record_copy(id).await?;
         self.sessions.remove(id).await?;
         self.blobs.remove(id).await?;
         Ok(())

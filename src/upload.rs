@@ -102,6 +102,9 @@ pub enum UploadState {
     Interrupted,
     /// Every byte is there.
     Completed,
+    /// The server lost bytes it had acknowledged (its data file vanished or came back shorter
+    /// after a failure of the disk or a power cut): answered 410, never silently restarted.
+    Lost,
 }
 
 impl UploadState {
@@ -112,6 +115,7 @@ impl UploadState {
             UploadState::Uploading => "uploading",
             UploadState::Interrupted => "interrupted",
             UploadState::Completed => "completed",
+            UploadState::Lost => "lost",
         }
     }
 }

@@ -89,6 +89,10 @@ pub async fn create_upload(
             // Some failures end before any commit; the Location we answer must still hold.
             state.sessions.flush().await?;
         }
+        if !matches!(result, Err(TusError::HookRejected { .. })) {
+            // The record is durable now (the body's commit or the flush above).
+            state.keep_record_copy(&info).await;
+        }
     }
     let mut response = match result {
         Ok(()) => super::empty(StatusCode::CREATED),

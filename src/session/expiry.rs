@@ -29,7 +29,12 @@ pub async fn sweep_once(
         let Ok(_guard) = locks.try_lock(&info.id).await else {
             continue;
         };
-        // Record first: once it is gone nobody can reach the bytes, so removing them is safe.
+        // The record's copy, then the record: once it is gone nobody can reach the bytes, so
+        // removing them is safe.
+        if let Err(err) = blobs.drop_record_copy(&info.id).await {
+            tracing::warn!(upload = %info.id, error = %err, "could not delete expired record's copy");
+            continue;
+        }
         if let Err(err) = sessions.remove(&info.id).await {
             tracing::warn!(upload = %info.id, error = %err, "could not delete expired record");
             continue;

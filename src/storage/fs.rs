@@ -8,16 +8,31 @@
 //! Writes are `pwritev` calls of whole pooled buffers (and large body frames), so each PATCH
 //! makes few, large write calls; `sync` is `fdatasync`, on a blocking thread.
 //!
+//! Beside each upload file lies a copy of its record, `{id}.info`, written once the record
+//! itself is durable and removed (durably, with its directory) before the record is. So a
+//! file whose copy is there but whose record is not means the session database lost a record
+//! it had stored: start-up refuses to guess and `tusk recover` rebuilds the records from the
+//! copies. A file with neither was never acknowledged (a creation cut short) or was being
+//! deleted; start-up moves it to `.quarantine/`, where it stays for a while instead of being
+//! deleted at once.
+//!
+//! A new file's directory entry is not durable until its directory is fsynced (POSIX; XFS and
+//! btrfs really lose it). Creating an upload does not fsync its directory: the first sync of
+//! the upload's bytes does, once, so the record that a sync precedes never points at a file
+//! that a power cut could take away.
+//!
 //! Creating, opening and writing happen on the request's own thread: they copy into the page
 //! cache and return in microseconds, while a hop to tokio's blocking pool costs a thread
 //! wake-up and two context switches each way, which on a virtual machine cost more than
 //! the write itself (measured: see the commit that made them inline). Only calls that wait for
 //! the disk (`fdatasync`, truncation with its sync, concatenation, listing) leave the thread.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -26,15 +41,25 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{BackgroundSync, BlobStore, BlobWriter, ByteStream, StoreError};
-use crate::upload::UploadId;
+use crate::upload::{UploadId, UploadInfo, UploadState};
 
 /// Read size for downloads.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// The name of the directory (under the upload directory) that orphaned files move to.
+const QUARANTINE: &str = ".quarantine";
+
+/// The suffix of a record copy's file name.
+const COPY_SUFFIX: &str = ".info";
 
 /// Upload bytes as one file per upload.
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     dir: PathBuf,
+    /// Uploads created by this process whose directory entries no fsync has covered yet.
+    fresh: Arc<Mutex<HashSet<UploadId>>>,
+    /// Whether removals of record copies are made durable (fsync durability).
+    sync_dirs: bool,
 }
 
 impl FsBlobStore {
@@ -46,15 +71,134 @@ impl FsBlobStore {
         std::fs::create_dir_all(dir)?;
         let store = FsBlobStore {
             dir: dir.to_owned(),
+            fresh: Arc::default(),
+            sync_dirs: false,
         };
         store.make_shards()?;
         store.move_flat_files()?;
         Ok(store)
     }
 
+    /// Make the removal of a record copy durable before returning (fsync durability).
+    #[must_use]
+    pub fn syncing_directories(mut self, sync: bool) -> FsBlobStore {
+        self.sync_dirs = sync;
+        self
+    }
+
     /// The file of `id`. Safe because [`UploadId`] admits only hex characters.
     pub fn path(&self, id: &UploadId) -> PathBuf {
         self.dir.join(shard_of(id)).join(id.as_str())
+    }
+
+    /// The copy of `id`'s record, beside its file.
+    fn copy_path(&self, id: &UploadId) -> PathBuf {
+        self.dir
+            .join(shard_of(id))
+            .join(format!("{}{COPY_SUFFIX}", id.as_str()))
+    }
+
+    /// Where orphaned files wait before they are deleted.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir.join(QUARANTINE)
+    }
+
+    /// The record kept beside `id`'s bytes, if there is a readable one.
+    pub fn read_copy(&self, id: &UploadId) -> io::Result<Option<UploadInfo>> {
+        read_copy_at(&self.copy_path(id))
+    }
+
+    /// Move `id`'s file (and its record copy, if any) into the quarantine directory.
+    ///
+    /// # Errors
+    /// When the quarantine directory cannot be made or a rename fails.
+    pub fn move_to_quarantine(&self, id: &UploadId) -> io::Result<()> {
+        let target = self.quarantine_dir();
+        std::fs::create_dir_all(&target)?;
+        for (from, name) in [
+            (self.path(id), id.as_str().to_owned()),
+            (self.copy_path(id), format!("{}{COPY_SUFFIX}", id.as_str())),
+        ] {
+            match std::fs::rename(&from, target.join(name)) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        File::open(&target)?.sync_all()?;
+        File::open(self.dir.join(shard_of(id)))?.sync_all()
+    }
+
+    /// The ids of the files in quarantine.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn quarantined(&self) -> io::Result<Vec<UploadId>> {
+        let mut ids = Vec::new();
+        match std::fs::read_dir(self.quarantine_dir()) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ids),
+            Err(err) => return Err(err),
+            Ok(entries) => {
+                for entry in entries {
+                    if let Some(id) = entry?.file_name().to_str().and_then(UploadId::parse) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Move `id` back from quarantine, with its record copy.
+    ///
+    /// # Errors
+    /// When a rename fails.
+    pub fn restore_from_quarantine(&self, id: &UploadId) -> io::Result<()> {
+        let from = self.quarantine_dir();
+        std::fs::rename(from.join(id.as_str()), self.path(id))?;
+        let copy = from.join(format!("{}{COPY_SUFFIX}", id.as_str()));
+        match std::fs::rename(copy, self.copy_path(id)) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+        File::open(self.dir.join(shard_of(id)))?.sync_all()
+    }
+
+    /// The record copy of a quarantined file, if any.
+    pub fn quarantined_copy(&self, id: &UploadId) -> io::Result<Option<UploadInfo>> {
+        read_copy_at(
+            &self
+                .quarantine_dir()
+                .join(format!("{}{COPY_SUFFIX}", id.as_str())),
+        )
+    }
+
+    /// Delete quarantined files that have waited longer than `keep`; returns how many.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn delete_quarantined_before(&self, keep: Duration) -> io::Result<usize> {
+        use std::os::unix::fs::MetadataExt;
+        let entries = match std::fs::read_dir(self.quarantine_dir()) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+            other => other?,
+        };
+        let now = crate::upload::unix_now();
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry?;
+            // A rename sets ctime: the moment the file entered quarantine.
+            let since = u64::try_from(entry.metadata()?.ctime()).unwrap_or(0);
+            if since + keep.as_secs() <= now {
+                std::fs::remove_file(entry.path())?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// fsync the directory holding `id`'s file.
+    fn sync_shard(&self, id: &UploadId) -> io::Result<()> {
+        File::open(self.dir.join(shard_of(id)))?.sync_all()
     }
 
     /// Create the subdirectories that are missing, their names durable before any upload
@@ -103,6 +247,21 @@ fn shard_of(id: &UploadId) -> &str {
     &id.as_str()[..2]
 }
 
+/// Whether `name` is one of the 256 subdirectories.
+fn is_shard(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A record copy; `None` when there is none or it cannot be decoded (a copy cut short by a
+/// crash while the record itself was durable).
+fn read_copy_at(path: &Path) -> io::Result<Option<UploadInfo>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// Run blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -120,6 +279,7 @@ impl BlobStore for FsBlobStore {
             .write(true)
             .create_new(true)
             .open(self.path(id))?;
+        self.fresh_ids().insert(id.clone());
         Ok(())
     }
 
@@ -129,8 +289,14 @@ impl BlobStore for FsBlobStore {
             .read(true)
             .write(true)
             .open(self.path(id))?;
+        let entry = self.fresh_ids().contains(id).then(|| FreshEntry {
+            id: id.clone(),
+            shard: self.dir.join(shard_of(id)),
+            fresh: Arc::clone(&self.fresh),
+        });
         Ok(Box::new(FsBlobWriter {
             file: Arc::new(file),
+            entry,
         }))
     }
 
@@ -158,13 +324,73 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn remove(&self, id: &UploadId) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(id)).await {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => Ok(other?),
+        self.fresh_ids().remove(id);
+        for path in [self.path(id), self.copy_path(id)] {
+            match tokio::fs::remove_file(path).await {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
         }
+        Ok(())
+    }
+
+    async fn keep_record_copy(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(info).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        // A torn copy is harmless: its record is durable, and start-up writes it again.
+        std::fs::write(self.copy_path(&info.id), json)?;
+        Ok(())
+    }
+
+    async fn drop_record_copy(&self, id: &UploadId) -> Result<(), StoreError> {
+        match std::fs::remove_file(self.copy_path(id)) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        }
+        if self.sync_dirs {
+            let store = self.clone();
+            let id = id.clone();
+            blocking(move || store.sync_shard(&id)).await?;
+        }
+        Ok(())
+    }
+
+    async fn quarantine(&self, id: &UploadId) -> Result<(), StoreError> {
+        let store = self.clone();
+        let id = id.clone();
+        blocking(move || store.move_to_quarantine(&id)).await
+    }
+
+    async fn expire_quarantine(&self, keep: Duration) -> Result<usize, StoreError> {
+        let store = self.clone();
+        blocking(move || store.delete_quarantined_before(keep)).await
+    }
+
+    async fn recover(&self, id: &UploadId) -> Result<Option<UploadInfo>, StoreError> {
+        let Some(mut info) = self.read_copy(id)? else {
+            return Ok(None);
+        };
+        let stored = match self.len(id).await {
+            Ok(len) => len,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        // Every byte in the file was sent by the client at its place; the bytes past a known
+        // length never were.
+        info.offset = info.length.map_or(stored, |length| stored.min(length));
+        info.state = if info.length == Some(info.offset) {
+            UploadState::Completed
+        } else {
+            UploadState::Interrupted
+        };
+        Ok(Some(info))
     }
 
     async fn concat(&self, target: &UploadId, parts: &[UploadId]) -> Result<u64, StoreError> {
+        let entry = self.fresh_ids().contains(target).then(|| FreshEntry {
+            id: target.clone(),
+            shard: self.dir.join(shard_of(target)),
+            fresh: Arc::clone(&self.fresh),
+        });
         let target = self.path(target);
         let parts: Vec<PathBuf> = parts.iter().map(|p| self.path(p)).collect();
         blocking(move || {
@@ -176,6 +402,9 @@ impl BlobStore for FsBlobStore {
             }
             out.seek(SeekFrom::Start(0))?;
             out.sync_all()?;
+            if let Some(entry) = entry {
+                entry.make_durable()?;
+            }
             Ok(total)
         })
         .await
@@ -187,7 +416,14 @@ impl BlobStore for FsBlobStore {
 
     async fn sync_all(&self) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        blocking(move || sync_file_system(&dir)).await
+        // syncfs covers directory entries too: what was fresh before it started no longer is.
+        let covered: Vec<UploadId> = self.fresh_ids().iter().cloned().collect();
+        blocking(move || sync_file_system(&dir)).await?;
+        let mut fresh = self.fresh_ids();
+        for id in &covered {
+            fresh.remove(id);
+        }
+        Ok(())
     }
 
     async fn ids(&self) -> Result<Vec<UploadId>, StoreError> {
@@ -196,7 +432,8 @@ impl BlobStore for FsBlobStore {
             let mut ids = Vec::new();
             for shard in std::fs::read_dir(dir)? {
                 let shard = shard?;
-                if !shard.file_type()?.is_dir() {
+                let named_as_shard = shard.file_name().to_str().is_some_and(is_shard);
+                if !named_as_shard || !shard.file_type()?.is_dir() {
                     continue;
                 }
                 for entry in std::fs::read_dir(shard.path())? {
@@ -211,10 +448,54 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+impl FsBlobStore {
+    fn fresh_ids(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An upload whose directory entry is not known to be durable yet.
+#[derive(Debug, Clone)]
+struct FreshEntry {
+    id: UploadId,
+    shard: PathBuf,
+    fresh: Arc<Mutex<HashSet<UploadId>>>,
+}
+
+impl FreshEntry {
+    /// fsync the directory, unless someone already did since the file was made.
+    fn make_durable(&self) -> io::Result<()> {
+        let still_fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&self.id);
+        if still_fresh {
+            File::open(&self.shard)?.sync_all()?;
+            self.fresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.id);
+        }
+        Ok(())
+    }
+}
+
+/// fdatasync `file`, then make its directory entry durable if it may not be yet.
+fn sync_data_and_entry(file: &File, entry: Option<&FreshEntry>) -> io::Result<()> {
+    file.sync_data()?;
+    match entry {
+        Some(entry) => entry.make_durable(),
+        None => Ok(()),
+    }
+}
+
 /// Positional writer over one upload file.
 #[derive(Debug)]
 struct FsBlobWriter {
     file: Arc<File>,
+    /// Set when the file was created by this process and its directory not synced since.
+    entry: Option<FreshEntry>,
 }
 
 #[async_trait]
@@ -237,7 +518,8 @@ impl BlobWriter for FsBlobWriter {
 
     async fn sync(&mut self) -> Result<(), StoreError> {
         let file = Arc::clone(&self.file);
-        blocking(move || file.sync_data()).await
+        let entry = self.entry.take();
+        blocking(move || sync_data_and_entry(&file, entry.as_ref())).await
     }
 
     async fn read_back(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
@@ -251,7 +533,10 @@ impl BlobWriter for FsBlobWriter {
         // fdatasync covers every write that returned before it started, whatever is written
         // to the file meanwhile.
         let file = Arc::clone(&self.file);
-        Some(Box::pin(blocking(move || file.sync_data())))
+        let entry = self.entry.clone();
+        Some(Box::pin(blocking(move || {
+            sync_data_and_entry(&file, entry.as_ref())
+        })))
     }
 }
 

@@ -74,6 +74,28 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn describe(&self, _info: &UploadInfo) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Keep a copy of `info`, the record of an upload, beside its bytes once the record itself
+    /// is durable: if the session store ever loses it, start-up notices (bytes and a copy but
+    /// no record) and `tusk recover` rebuilds it. Stores that keep a copy through
+    /// [`describe`](Self::describe) need nothing here.
+    async fn keep_record_copy(&self, _info: &UploadInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Remove the copy [`keep_record_copy`](Self::keep_record_copy) made, durably, before the
+    /// record itself is removed: bytes without a copy are then known to be unwanted.
+    async fn drop_record_copy(&self, _id: &UploadId) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Set aside the bytes of `id`, which have no record: kept for a while in case they are
+    /// wanted after all, then deleted by [`expire_quarantine`](Self::expire_quarantine).
+    /// Stores without a quarantine delete them at once.
+    async fn quarantine(&self, id: &UploadId) -> Result<(), StoreError> {
+        self.remove(id).await
+    }
+    /// Delete what has been in quarantine longer than `keep`; returns how many files.
+    async fn expire_quarantine(&self, _keep: std::time::Duration) -> Result<usize, StoreError> {
+        Ok(0)
+    }
     /// Rebuild the record of `id` from what this store holds (the copy [`describe`] kept, its
     /// offset re-derived from the bytes durably stored), for when the session store lost it.
     /// `None` when the store keeps no such copy or has nothing for `id`.

@@ -547,24 +547,44 @@ pub async fn replay(
         })
         .collect();
     let mut writers: HashMap<UploadId, Box<dyn BlobWriter>> = HashMap::new();
+    // How far each upload's file reaches: an entry may only continue what is there.
+    let mut ends: HashMap<UploadId, u64> = HashMap::new();
+    let mut lost: std::collections::HashSet<UploadId> = std::collections::HashSet::new();
     let applied = entries.len();
     for entry in entries {
         let Entry::Commit { at, record, bytes } = entry else {
             continue;
         };
-        if removed.contains(&record.id) {
+        if removed.contains(&record.id) || lost.contains(&record.id) {
             continue;
         }
         if !writers.contains_key(&record.id) {
             let writer = match blobs.writer(&record.id).await {
-                Err(StoreError::NotFound) => {
+                // Every byte of an upload whose first entry starts at 0 is in the journal.
+                Err(StoreError::NotFound) if at == 0 => {
                     blobs.create(&record.id).await?;
                     blobs.writer(&record.id).await?
                 }
+                Err(StoreError::NotFound) => {
+                    lost.insert(record.id.clone());
+                    mark_lost(sessions, record, "its data file is gone").await?;
+                    continue;
+                }
                 other => other?,
             };
+            ends.insert(record.id.clone(), blobs.len(&record.id).await?);
             writers.insert(record.id.clone(), writer);
         }
+        let end = ends.get_mut(&record.id).expect("inserted with the writer");
+        if at > *end {
+            // The bytes before this entry, synced before it was written, are not there:
+            // writing it would leave a hole of zeros that HEAD would vouch for.
+            writers.remove(&record.id);
+            lost.insert(record.id.clone());
+            mark_lost(sessions, record, "bytes before its last commit are gone").await?;
+            continue;
+        }
+        *end = (*end).max(at + bytes.len() as u64);
         let writer = writers.get_mut(&record.id).expect("inserted above");
         writer
             .write_at(bytes::BytesMut::from(&bytes[..]), at)
@@ -593,6 +613,21 @@ pub async fn replay(
         sync_dir(dir)?;
     }
     Ok(applied)
+}
+
+/// Record that a replay found `record`'s upload missing acknowledged bytes: it answers 410
+/// from now on instead of serving what is left.
+async fn mark_lost(
+    sessions: &dyn SessionStore,
+    mut record: UploadInfo,
+    why: &str,
+) -> Result<(), StoreError> {
+    tracing::error!(upload = %record.id, offset = record.offset, "journal replay: {why}; the upload is marked lost");
+    record.state = crate::upload::UploadState::Lost;
+    sessions
+        .put_lazy(&record)
+        .await
+        .map_err(|err| StoreError::Io(io::Error::other(err.to_string())))
 }
 
 /// The session store as the handlers see it while a journal runs: deleting an upload first

@@ -92,11 +92,18 @@ pub async fn create(
 
     let guard = state.lock_for_write(&info.id).await?;
     let result = receive(state, version, &mut info, request, body, intent, &guard).await;
+    if result.is_err() {
+        // Some failures end before any commit; the Location we answer must still hold.
+        state.sessions.flush().await?;
+    }
+    if state.sessions.get(&info.id).await?.is_some() {
+        // The record is durable now (the content's commit or the flush above), and still
+        // there (a pre-finish hook may have refused the upload).
+        state.keep_record_copy(&info).await;
+    }
     let mut response = match result {
         Ok(()) => super::super::empty(StatusCode::CREATED),
         Err(err) => {
-            // Some failures end before any commit; the Location we answer must still hold.
-            state.sessions.flush().await?;
             // The resource exists even though its content failed: the client resumes there.
             super::problem::response(state, version, err)
         }
