@@ -3,8 +3,9 @@
 //!
 //! Start-up first surveys, changing nothing: every record against its file, every file against
 //! its record and the copy of its record kept beside it. Then:
-//! - a file with a record copy but no record means the session database lost records it had
-//!   durably stored (damaged, truncated, replaced): with fsync durability tusk refuses to start
+//! - a file with a record copy but no record, or whose copy says finished while the record
+//!   says otherwise, means the session database lost records it had durably stored (damaged,
+//!   truncated, replaced, rolled back): with fsync durability tusk refuses to start
 //!   and changes nothing; `tusk recover` rebuilds those records from the copies. (With relaxed
 //!   durability a crash may lose the last records by design, so they are rebuilt at once.)
 //! - a file with neither was never acknowledged (a creation cut short) or was being deleted:
@@ -28,7 +29,7 @@ use crate::upload::{UploadId, UploadInfo, UploadState};
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// The session database lost records it had stored.
-    #[error("{count} upload(s) have their bytes and a copy of their record on disk but no record in the session database (first: {first}): the database lost records it had stored (damaged, truncated or replaced). Nothing was changed. Run `tusk recover` to rebuild them from the copies, then start again")]
+    #[error("{count} upload(s) have their bytes and a copy of their record on disk but no record, or an older one, in the session database (first: {first}): the database lost records it had stored (damaged, truncated or replaced). Nothing was changed. Run `tusk recover` to rebuild them from the copies, then start again")]
     RecordsMissing {
         /// How many.
         count: usize,
@@ -50,7 +51,8 @@ pub struct Survey {
     pub records: Vec<(UploadInfo, Option<u64>)>,
     /// Records whose copy beside the bytes is missing.
     pub without_copy: Vec<UploadId>,
-    /// Files whose record is gone but whose copy is there: the record rebuilt from the copy.
+    /// Files whose record is gone, or rolled back from finished to unfinished, but whose copy
+    /// is there: the record rebuilt from the copy and the bytes.
     pub lost_records: Vec<UploadInfo>,
     /// Files with neither record nor copy.
     pub unclaimed: Vec<UploadId>,
@@ -73,8 +75,17 @@ pub async fn survey(
             Err(StoreError::NotFound) => None,
             Err(err) => return Err(err.into()),
         };
-        if stored.is_some() && blobs.recover(&info.id).await?.is_none() {
-            survey.without_copy.push(info.id.clone());
+        if stored.is_some() {
+            match blobs.recover(&info.id).await? {
+                None => survey.without_copy.push(info.id.clone()),
+                // The copy was told the upload is whole and the bytes say so too, but the
+                // record has it unfinished: the database rolled it back.
+                Some(rebuilt) if rebuilt.is_finished() && !info.is_finished() => {
+                    survey.lost_records.push(rebuilt);
+                    continue;
+                }
+                Some(_) => {}
+            }
         }
         survey.records.push((info, stored));
     }
@@ -205,7 +216,10 @@ pub async fn reconcile(
     let repairs = repair(survey, sessions, blobs).await?;
     let expired = blobs.expire_quarantine(keep).await?;
     if expired > 0 {
-        tracing::info!(files = expired, "quarantined files deleted after storage.quarantine_for");
+        tracing::info!(
+            files = expired,
+            "quarantined files deleted after storage.quarantine_for"
+        );
     }
     // Entries of files created before a crash may never have been synced: sync them now,
     // before any record that a sync precedes can point at them.
@@ -254,7 +268,9 @@ pub async fn recover(
     }
     let survey = survey(sessions, blobs).await?;
     report.rebuilt = survey.lost_records.iter().map(|i| i.id.clone()).collect();
-    report.unrecoverable.extend(survey.unclaimed.iter().cloned());
+    report
+        .unrecoverable
+        .extend(survey.unclaimed.iter().cloned());
     report.repairs = repair(survey, sessions, blobs).await?;
     Ok(report)
 }

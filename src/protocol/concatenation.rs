@@ -179,6 +179,7 @@ pub async fn settle(
     state.metrics.upload(UploadEvent::Finished);
     expiration::renew(state, &mut info);
     state.sessions.put(&info).await?;
+    state.keep_record_copy(&info).await;
     state.hooks.post_finish(&info, request);
     tracing::info!(upload = %info.id, length = total, "final upload joined");
     Ok(info)

@@ -270,6 +270,9 @@ pub async fn receive(
     guard.confirm().await?;
     commit(state, info, writer.as_mut(), start + outcome.written, next).await?;
     if finishing {
+        // The copy beside the bytes learns the upload is whole: should the database ever
+        // roll this record back, start-up sees the difference instead of cutting the file.
+        state.keep_record_copy(info).await;
         state.hooks.post_finish(info, request);
     }
     state.metrics.patch(began.elapsed(), info.offset - first);

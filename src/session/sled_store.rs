@@ -106,6 +106,31 @@ impl From<sled::Error> for SessionError {
     }
 }
 
+/// Delete the `snap.*.generating` files in `dir`; returns how many there were.
+///
+/// sled 0.34 writes a snapshot to `snap.N.generating` and renames it when it is complete. When
+/// the disk fills up meanwhile, an empty `.generating` file stays behind, and sled then refuses
+/// to open the database ("Read corrupted data") although its log is intact: measured after
+/// ENOSPC on the database's volume; without that file the same database opens with every
+/// record. An unfinished snapshot is never needed (the log has everything it would hold).
+fn remove_unfinished_snapshots(dir: &Path) -> Result<usize, SessionError> {
+    let failed = |e: std::io::Error| SessionError::Database(format!("{}: {e}", dir.display()));
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"));
+        if unfinished {
+            std::fs::remove_file(&path).map_err(failed)?;
+            tracing::warn!(file = %path.display(), "removed an unfinished sled snapshot that kept the database from opening");
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn is_disk_full(err: &std::io::Error) -> bool {
     matches!(
         err.kind(),
@@ -125,12 +150,17 @@ impl fmt::Debug for SledSessionStore {
 
 impl Opened {
     fn open(dir: &Path) -> Result<Opened, SessionError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             // sled's background flusher also runs (with a real fsync); our own flush plus an
             // fdatasync of its log is what makes a PATCH durable.
-            .flush_every_ms(Some(500))
-            .open()?;
+            .flush_every_ms(Some(500));
+        let db = match config.open() {
+            Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => {
+                config.open()?
+            }
+            other => other?,
+        };
         let uploads = db.open_tree("uploads")?;
         // sled 0.34 keeps everything in one file named `db` in its directory.
         let log_path = dir.join("db");
@@ -250,10 +280,13 @@ impl SledSessionStore {
                         failure.error = err;
                     }
                 }
-                Err(closed(&failure.as_ref().map_or(
-                    SessionError::Unavailable(String::new()),
-                    |f| f.error.clone(),
-                )))
+                Err(closed(
+                    &failure
+                        .as_ref()
+                        .map_or(SessionError::Unavailable(String::new()), |f| {
+                            f.error.clone()
+                        }),
+                ))
             }
         }
     }
@@ -264,7 +297,10 @@ impl SledSessionStore {
         tracing::error!(dir = %self.dir.display(), error = %err, "session database failed; reopening it");
         {
             let mut slot = self.opened.write().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, &opened)) {
+            if slot
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, &opened))
+            {
                 *slot = None;
                 *self.failure() = Some(Failure {
                     error: err.clone(),

@@ -8,6 +8,7 @@
 
 mod crash;
 mod cuts;
+mod damaged_db;
 mod disk_full;
 mod idle;
 mod overload;
