@@ -29,10 +29,12 @@ use crate::upload::{UploadId, UploadInfo, UploadState};
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// The session database lost records it had stored.
-    #[error("{count} upload(s) have their bytes and a copy of their record on disk but no record, or an older one, in the session database (first: {first}): the database lost records it had stored (damaged, truncated or replaced). Nothing was changed. Run `tusk recover` to rebuild them from the copies, then start again")]
+    #[error("{count} upload(s) have their bytes and a copy of their record on disk but no record ({rolled_back} of them: an older, unfinished one) in the session database (first: {first}): the database lost records it had stored (damaged, truncated or replaced). Nothing was changed. Run `tusk recover` to rebuild them from the copies, then start again")]
     RecordsMissing {
         /// How many.
         count: usize,
+        /// How many of them the database has, but older (unfinished).
+        rolled_back: usize,
         /// One of them, for the message.
         first: UploadId,
     },
@@ -54,6 +56,8 @@ pub struct Survey {
     /// Files whose record is gone, or rolled back from finished to unfinished, but whose copy
     /// is there: the record rebuilt from the copy and the bytes.
     pub lost_records: Vec<UploadInfo>,
+    /// How many of `lost_records` the database has in an older, unfinished state.
+    pub rolled_back: usize,
     /// Files with neither record nor copy.
     pub unclaimed: Vec<UploadId>,
 }
@@ -76,13 +80,16 @@ pub async fn survey(
             Err(err) => return Err(err.into()),
         };
         if stored.is_some() {
-            match blobs.recover(&info.id).await? {
+            match blobs.record_copy(&info.id).await? {
                 None => survey.without_copy.push(info.id.clone()),
-                // The copy was told the upload is whole and the bytes say so too, but the
-                // record has it unfinished: the database rolled it back.
-                Some(rebuilt) if rebuilt.is_finished() && !info.is_finished() => {
-                    survey.lost_records.push(rebuilt);
-                    continue;
+                // The copy was told the upload is whole (after its record was durable), but
+                // the record has it unfinished: the database rolled it back.
+                Some(copy) if copy.is_finished() && !info.is_finished() => {
+                    if let Some(rebuilt) = blobs.recover(&info.id).await? {
+                        survey.lost_records.push(rebuilt);
+                        survey.rolled_back += 1;
+                        continue;
+                    }
                 }
                 Some(_) => {}
             }
@@ -109,6 +116,7 @@ pub fn verdict(survey: &Survey, durability: Durability) -> Result<(), RecoveryEr
     match (survey.lost_records.first(), durability) {
         (Some(first), Durability::Fsync) => Err(RecoveryError::RecordsMissing {
             count: survey.lost_records.len(),
+            rolled_back: survey.rolled_back,
             first: first.id.clone(),
         }),
         _ => Ok(()),

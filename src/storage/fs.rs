@@ -354,6 +354,10 @@ impl BlobStore for FsBlobStore {
         Ok(())
     }
 
+    async fn record_copy(&self, id: &UploadId) -> Result<Option<UploadInfo>, StoreError> {
+        Ok(self.read_copy(id)?)
+    }
+
     async fn quarantine(&self, id: &UploadId) -> Result<(), StoreError> {
         let store = self.clone();
         let id = id.clone();

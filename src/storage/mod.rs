@@ -86,6 +86,11 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn drop_record_copy(&self, _id: &UploadId) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The copy of `id`'s record that [`keep_record_copy`](Self::keep_record_copy) keeps, as it
+    /// was written; `None` when there is none (or the store keeps none).
+    async fn record_copy(&self, _id: &UploadId) -> Result<Option<UploadInfo>, StoreError> {
+        Ok(None)
+    }
     /// Set aside the bytes of `id`, which have no record: kept for a while in case they are
     /// wanted after all, then deleted by [`expire_quarantine`](Self::expire_quarantine).
     /// Stores without a quarantine delete them at once.
