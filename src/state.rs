@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
-use crate::config::{Backend, Settings};
+use crate::config::{Backend, Durability, Settings};
 use crate::error::{Result, TusError};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
@@ -35,6 +35,9 @@ pub enum StartError {
     /// The commit journal could not be replayed or started.
     #[error("commit journal: {0}")]
     Journal(String),
+    /// The hook outbox directory would not open.
+    #[error("cannot open the hook outbox: {0}")]
+    HookOutbox(std::io::Error),
     /// Token mode without usable keys.
     #[error("{0}")]
     Auth(#[from] AuthSetupError),
@@ -204,7 +207,15 @@ impl AppState {
             tracing::warn!("auth.mode = \"open\": anyone who can reach this server may create, read and delete uploads; set auth.mode = \"token\" (or --auth-secret-file) for anything but a trusted network");
         }
         let metrics = Metrics::default();
-        let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
+        // A local directory on either backend: each instance delivers the events it queued.
+        let hooks = Hooks::new(
+            &settings.hooks,
+            &settings.storage.data_dir.join("hooks-outbox"),
+            settings.storage.durability == Durability::Fsync,
+            metrics.clone(),
+            Arc::clone(&sessions),
+        )
+        .map_err(StartError::HookOutbox)?;
         let state = AppState {
             journal,
             auth: Arc::new(auth),

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,6 +82,16 @@ impl HookReceiver {
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Poll `done` every 20 ms until it holds; panics after `limit` with `what`.
+#[track_caller]
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -652,4 +662,87 @@ fn hooks_see_the_owner_and_pre_access_runs_only_for_the_owner() {
     std::thread::sleep(Duration::from_millis(200));
     let accesses = hooks.events("pre-access").len().max(accesses.len());
     assert_eq!(accesses, 1, "pre-access must run for the owner's HEAD only");
+}
+
+#[test]
+fn post_finish_pending_at_a_crash_is_delivered_after_restart_with_the_same_event_id() {
+    needs_spawned_server!();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let delivered: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (open, answered) = (Arc::clone(&accepting), Arc::clone(&delivered));
+    let hooks = HookReceiver::start(move |v| {
+        if v["event"] != "post-finish" {
+            return Reply::Ok(Value::Null);
+        }
+        if !open.load(Ordering::SeqCst) {
+            return Reply::Status(503);
+        }
+        answered.lock().unwrap().push(v.clone());
+        Reply::Ok(Value::Null)
+    });
+    // Retries far into the future: when the server dies, every event is waiting for one.
+    let mut server = server_with_hooks(
+        &hooks.url(),
+        "events = [\"post-finish\"]\nretries = 10\nbackoff = \"2s\"",
+    );
+    let mut uploads = Vec::new();
+    for data in [&b"one"[..], b"two", b"six"] {
+        let url = create(&server, 3);
+        patch_ok(&url, 0, data);
+        uploads.push(upload_id(&url));
+    }
+    let attempted = |calls: &[Value]| {
+        let mut ids: Vec<String> = calls
+            .iter()
+            .filter_map(|c| c["upload"]["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    wait_until(
+        "a refused attempt of every post-finish",
+        Duration::from_secs(5),
+        || attempted(&hooks.events("post-finish")) == uploads.len(),
+    );
+    let before_crash = hooks.events("post-finish");
+    server.kill9();
+    accepting.store(true, Ordering::SeqCst);
+    server.start();
+
+    wait_until(
+        "every post-finish delivered after the restart",
+        Duration::from_secs(10),
+        || attempted(&delivered.lock().unwrap()) == uploads.len(),
+    );
+    for id in &uploads {
+        let ids_of = |calls: &[Value]| {
+            let mut ids: Vec<String> = calls
+                .iter()
+                .filter(|c| c["upload"]["id"] == id.as_str())
+                .map(|c| c["event_id"].as_str().expect("an event_id").to_owned())
+                .collect();
+            ids.dedup();
+            ids
+        };
+        let first = ids_of(&before_crash);
+        assert_eq!(first.len(), 1, "one event_id per event: {first:?}");
+        let all = ids_of(&hooks.events("post-finish"));
+        assert_eq!(
+            all, first,
+            "the redelivery carries the event_id of the attempts before"
+        );
+        let got = delivered.lock().unwrap().clone();
+        assert_eq!(ids_of(&got), first);
+        let delivered_one = got
+            .iter()
+            .find(|c| c["upload"]["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(delivered_one["upload"]["offset"], 3);
+    }
+    // Delivered events leave the outbox: nothing is sent again at the next start.
+    let outbox = server.data_dir().join("hooks-outbox");
+    wait_until("an empty outbox", Duration::from_secs(5), || {
+        std::fs::read_dir(&outbox).is_ok_and(|d| d.count() == 0)
+    });
 }

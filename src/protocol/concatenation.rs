@@ -179,7 +179,7 @@ pub async fn settle(
     state.metrics.upload(UploadEvent::Finished);
     expiration::renew(state, &mut info);
     state.sessions.put(&info).await?;
-    state.hooks.post_finish(&info, request);
+    state.hooks.post_finish(&info, request).await;
     tracing::info!(upload = %info.id, length = total, "final upload joined");
     Ok(info)
 }

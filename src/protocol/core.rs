@@ -270,7 +270,7 @@ pub async fn receive(
     guard.confirm().await?;
     commit(state, info, writer.as_mut(), start + outcome.written, next).await?;
     if finishing {
-        state.hooks.post_finish(info, request);
+        state.hooks.post_finish(info, request).await;
     }
     state.metrics.patch(began.elapsed(), info.offset - first);
     tracing::Span::current().record("bytes", info.offset - first);

@@ -28,7 +28,7 @@ pub async fn terminate_upload(
     };
     state.hooks.pre_terminate(&info, request).await?;
     state.remove_upload(&id).await?;
-    state.hooks.post_terminate(&info, request);
+    state.hooks.post_terminate(&info, request).await;
     state.metrics.upload(UploadEvent::Terminated);
     tracing::info!(upload = %id, "upload terminated");
     Ok(super::empty(StatusCode::NO_CONTENT))
