@@ -746,3 +746,31 @@ fn post_finish_pending_at_a_crash_is_delivered_after_restart_with_the_same_event
         std::fs::read_dir(&outbox).is_ok_and(|d| d.count() == 0)
     });
 }
+
+#[test]
+fn draft_delete_asks_pre_terminate_and_sends_post_terminate() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(on("pre-terminate", |v| {
+        if v["request"]["headers"]["x-request-id"] == "hold" {
+            reject(409, "legal hold")
+        } else {
+            Reply::Ok(Value::Null)
+        }
+    }));
+    let server = server_with_hooks(
+        &hooks.url(),
+        "events = [\"pre-terminate\", \"post-terminate\"]",
+    );
+    let url = create(&server, 10);
+    patch_ok(&url, 0, b"hello");
+    let draft_delete = || Request::new("DELETE", &url).header("Upload-Draft-Interop-Version", "8");
+    let refused = draft_delete().header("X-Request-ID", "hold").send();
+    assert_status(&refused, &[409], "draft DELETE refused by pre-terminate");
+    assert_eq!(head_offset(&url), 5, "the refused DELETE kept the upload");
+    assert_status(&draft_delete().send(), &[204], "draft DELETE");
+    let call = &hooks.wait_for("post-terminate", 1)[0];
+    assert_eq!(call["upload"]["id"], upload_id(&url).as_str());
+    assert_eq!(call["request"]["method"], "DELETE");
+    assert_eq!(hooks.events("pre-terminate").len(), 2);
+    assert_status(&head(&url), &[404], "HEAD after the draft DELETE");
+}
