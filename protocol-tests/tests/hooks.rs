@@ -774,3 +774,29 @@ fn draft_delete_asks_pre_terminate_and_sends_post_terminate() {
     assert_eq!(hooks.events("pre-terminate").len(), 2);
     assert_status(&head(&url), &[404], "HEAD after the draft DELETE");
 }
+
+#[test]
+fn draft_uploads_finish_through_pre_finish_and_post_finish() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(accept_all());
+    let server = server_with_hooks(&hooks.url(), "events = [\"pre-finish\", \"post-finish\"]");
+    let draft_post = || {
+        Request::new("POST", server.endpoint())
+            .header("Upload-Draft-Interop-Version", "8")
+            .header("Upload-Complete", "?1")
+    };
+    // Empty: finished as it is created.
+    assert_status(&draft_post().send(), &[201], "empty draft upload");
+    let empty = &hooks.wait_for("post-finish", 1)[0];
+    assert_eq!(empty["upload"]["length"], 0);
+    // Chunked: its length is only known when the body ends.
+    let chunked = draft_post()
+        .chunked(vec![b"hel".to_vec(), b"lo".to_vec()], Vec::new())
+        .send();
+    assert_status(&chunked, &[201], "chunked draft upload");
+    let calls = hooks.wait_for("post-finish", 2);
+    assert_eq!(calls[1]["upload"]["length"], 5);
+    assert_eq!(calls[1]["upload"]["offset"], 5);
+    assert_eq!(calls[1]["upload"]["state"], "completed");
+    assert_eq!(hooks.events("pre-finish").len(), 2);
+}
