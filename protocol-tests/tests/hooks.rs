@@ -800,3 +800,46 @@ fn draft_uploads_finish_through_pre_finish_and_post_finish() {
     assert_eq!(calls[1]["upload"]["state"], "completed");
     assert_eq!(hooks.events("pre-finish").len(), 2);
 }
+
+#[test]
+fn pre_access_decides_whether_a_partial_may_be_joined_into_a_final() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(on("pre-access", |v| {
+        if v["request"]["headers"]["x-request-id"] == "mallory" {
+            reject(403, "not yours")
+        } else {
+            Reply::Ok(Value::Null)
+        }
+    }));
+    let server = server_with_hooks(&hooks.url(), "events = [\"pre-access\"]");
+    let mut parts = Vec::new();
+    for data in [&b"abc"[..], b"def"] {
+        let (url, _) = create_with(
+            &server,
+            &[("Upload-Length", "3"), ("Upload-Concat", "partial")],
+        );
+        patch_ok(&url, 0, data);
+        parts.push(path_of(&url));
+    }
+    let join = || {
+        tus("POST", server.endpoint())
+            .header("Upload-Concat", &format!("final;{}", parts.join(" ")))
+    };
+    let asked_before = hooks.events("pre-access").len();
+    let refused = join().header("X-Request-ID", "mallory").send();
+    assert_status(&refused, &[403], "a final joining parts pre-access refuses");
+    assert!(
+        refused.text().contains("not yours"),
+        "{}",
+        refused.describe()
+    );
+    assert!(!refused.has("Location"), "{}", refused.describe());
+    let asked = hooks.events("pre-access");
+    let call = &asked[asked_before];
+    assert_eq!(call["upload"]["concat"], "Partial", "{call}");
+    assert_eq!(call["request"]["method"], "POST");
+    let joined = join().send();
+    assert_status(&joined, &[201], "a final joining parts pre-access allows");
+    let final_url = resolve(server.endpoint(), joined.header("Location").unwrap());
+    assert_eq!(get_bytes(&final_url), b"abcdef");
+}

@@ -302,6 +302,15 @@ impl Hooks {
         Ok(())
     }
 
+    /// pre-access for upload `info` read on behalf of another request, whatever its method
+    /// (a partial upload joined into the final upload a POST creates).
+    ///
+    /// # Errors
+    /// The hook's rejection, or 503 when it fails.
+    pub async fn pre_access_to(&self, info: &UploadInfo, request: &RequestParts) -> Result<()> {
+        self.gate(HookEvent::PreAccess, info, request).await
+    }
+
     /// pre-finish: `info` is complete; may refuse it.
     ///
     /// # Errors
