@@ -843,3 +843,52 @@ fn pre_access_decides_whether_a_partial_may_be_joined_into_a_final() {
     let final_url = resolve(server.endpoint(), joined.header("Location").unwrap());
     assert_eq!(get_bytes(&final_url), b"abcdef");
 }
+
+#[test]
+fn hooks_never_see_a_query_token_or_a_link_signature() {
+    needs_spawned_server!();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let hooks = HookReceiver::start(accept_all());
+    let server = TestServer::spawn_with_config(&format!(
+        "[auth]\nmode = \"token\"\nsecret_file = \"{}\"\n[hooks]\nurl = \"{}\"\nevents = [\"post-create\", \"pre-access\"]\n",
+        keys.display(),
+        hooks.url()
+    ));
+    let alice = mint(&keys, "alice");
+    let resp = tus("POST", &format!("{}?x=1&token={alice}", server.endpoint()))
+        .header("Upload-Length", "2")
+        .send();
+    assert_status(&resp, &[201], "POST with ?token=");
+    let url = resolve(server.endpoint(), resp.header("Location").unwrap());
+    let created = &hooks.wait_for("post-create", 1)[0];
+    let uri = created["request"]["uri"].as_str().unwrap();
+    assert_eq!(
+        uri,
+        format!("{}?x=1", path_of(server.endpoint())),
+        "{created}"
+    );
+    patch_ok(&format!("{url}?token={alice}"), 0, b"ok");
+    let linked = tus("POST", &format!("{url}/link?token={alice}")).send();
+    assert_status(&linked, &[201], "a download link");
+    let body = linked.text();
+    let link = body
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no url in {body}"))
+        .to_owned();
+    assert!(link.contains("signature="), "{link}");
+    assert_eq!(get_bytes(&link), b"ok");
+    let calls = hooks.events("pre-access");
+    assert!(calls.len() >= 2, "{calls:?}");
+    for call in &calls {
+        let uri = call["request"]["uri"].as_str().unwrap();
+        assert!(!uri.contains(&alice) && !uri.contains("token="), "{uri}");
+        assert!(!uri.contains("signature"), "{uri}");
+    }
+    assert!(calls
+        .iter()
+        .any(|c| c["request"]["uri"].as_str().unwrap().contains("expires=")));
+}
