@@ -590,6 +590,9 @@ pub struct HookSettings {
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: HumanDuration,
+    /// How often post-finish and post-terminate events still in the outbox (their retries
+    /// spent) are sent again; they are also sent again at every start.
+    pub redeliver_interval: HumanDuration,
     /// post-receive is sent at most once per this interval per upload.
     pub progress_interval: HumanDuration,
     /// Request headers passed to hooks besides the built-in safe list (e.g. "authorization").
@@ -605,6 +608,7 @@ impl Default for HookSettings {
             timeout: HumanDuration(Duration::from_secs(3)),
             retries: 3,
             backoff: HumanDuration(Duration::from_millis(200)),
+            redeliver_interval: HumanDuration(Duration::from_secs(60)),
             progress_interval: HumanDuration(Duration::from_secs(1)),
             forward_headers: Vec::new(),
         }
@@ -627,6 +631,9 @@ impl HookSettings {
         }
         if self.progress_interval.0.is_zero() {
             return Err(("hooks.progress_interval", "must be greater than 0"));
+        }
+        if self.redeliver_interval.0.is_zero() {
+            return Err(("hooks.redeliver_interval", "must be greater than 0"));
         }
         if self.retries > 10 {
             return Err(("hooks.retries", "must be at most 10"));

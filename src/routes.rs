@@ -139,7 +139,7 @@ pub fn routes(
              state: Arc<AppState>| async move {
                 let mut request = RequestParts {
                     method: method.clone(),
-                    uri: request_uri(path.as_str(), &query),
+                    uri: request_uri(path.as_str(), &access::redact_query(&state, &query)),
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
@@ -202,7 +202,7 @@ where
     )
 }
 
-/// Path and query, as the client asked for them.
+/// Path and query, as the client asked for them (the query without its secrets).
 fn request_uri(path: &str, query: &str) -> String {
     if query.is_empty() {
         path.to_owned()

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The commit journal could not be replayed or started.
     #[error("commit journal: {0}")]
     Journal(String),
+    /// The hook outbox directory would not open.
+    #[error("cannot open the hook outbox: {0}")]
+    HookOutbox(std::io::Error),
     /// Token mode without usable keys.
     #[error("{0}")]
     Auth(#[from] AuthSetupError),
@@ -208,7 +211,15 @@ impl AppState {
             tracing::warn!("auth.mode = \"open\": anyone who can reach this server may create, read and delete uploads; set auth.mode = \"token\" (or --auth-secret-file) for anything but a trusted network");
         }
         let metrics = Metrics::default();
-        let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
+        // A local directory on either backend: each instance delivers the events it queued.
+        let hooks = Hooks::new(
+            &settings.hooks,
+            &settings.storage.data_dir.join("hooks-outbox"),
+            settings.storage.durability == Durability::Fsync,
+            metrics.clone(),
+            Arc::clone(&sessions),
+        )
+        .map_err(StartError::HookOutbox)?;
         let state = AppState {
             journal,
             auth: Arc::new(auth),

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,6 +82,16 @@ impl HookReceiver {
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Poll `done` every 20 ms until it holds; panics after `limit` with `what`.
+#[track_caller]
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -652,4 +662,233 @@ fn hooks_see_the_owner_and_pre_access_runs_only_for_the_owner() {
     std::thread::sleep(Duration::from_millis(200));
     let accesses = hooks.events("pre-access").len().max(accesses.len());
     assert_eq!(accesses, 1, "pre-access must run for the owner's HEAD only");
+}
+
+#[test]
+fn post_finish_pending_at_a_crash_is_delivered_after_restart_with_the_same_event_id() {
+    needs_spawned_server!();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let delivered: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (open, answered) = (Arc::clone(&accepting), Arc::clone(&delivered));
+    let hooks = HookReceiver::start(move |v| {
+        if v["event"] != "post-finish" {
+            return Reply::Ok(Value::Null);
+        }
+        if !open.load(Ordering::SeqCst) {
+            return Reply::Status(503);
+        }
+        answered.lock().unwrap().push(v.clone());
+        Reply::Ok(Value::Null)
+    });
+    // Retries far into the future: when the server dies, every event is waiting for one.
+    let mut server = server_with_hooks(
+        &hooks.url(),
+        "events = [\"post-finish\"]\nretries = 10\nbackoff = \"2s\"",
+    );
+    let mut uploads = Vec::new();
+    for data in [&b"one"[..], b"two", b"six"] {
+        let url = create(&server, 3);
+        patch_ok(&url, 0, data);
+        uploads.push(upload_id(&url));
+    }
+    let attempted = |calls: &[Value]| {
+        let mut ids: Vec<String> = calls
+            .iter()
+            .filter_map(|c| c["upload"]["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    wait_until(
+        "a refused attempt of every post-finish",
+        Duration::from_secs(5),
+        || attempted(&hooks.events("post-finish")) == uploads.len(),
+    );
+    let before_crash = hooks.events("post-finish");
+    server.kill9();
+    accepting.store(true, Ordering::SeqCst);
+    server.start();
+
+    wait_until(
+        "every post-finish delivered after the restart",
+        Duration::from_secs(10),
+        || attempted(&delivered.lock().unwrap()) == uploads.len(),
+    );
+    for id in &uploads {
+        let ids_of = |calls: &[Value]| {
+            let mut ids: Vec<String> = calls
+                .iter()
+                .filter(|c| c["upload"]["id"] == id.as_str())
+                .map(|c| c["event_id"].as_str().expect("an event_id").to_owned())
+                .collect();
+            ids.dedup();
+            ids
+        };
+        let first = ids_of(&before_crash);
+        assert_eq!(first.len(), 1, "one event_id per event: {first:?}");
+        let all = ids_of(&hooks.events("post-finish"));
+        assert_eq!(
+            all, first,
+            "the redelivery carries the event_id of the attempts before"
+        );
+        let got = delivered.lock().unwrap().clone();
+        assert_eq!(ids_of(&got), first);
+        let delivered_one = got
+            .iter()
+            .find(|c| c["upload"]["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(delivered_one["upload"]["offset"], 3);
+    }
+    // Delivered events leave the outbox: nothing is sent again at the next start.
+    let outbox = server.data_dir().join("hooks-outbox");
+    wait_until("an empty outbox", Duration::from_secs(5), || {
+        std::fs::read_dir(&outbox).is_ok_and(|d| d.count() == 0)
+    });
+}
+
+#[test]
+fn draft_delete_asks_pre_terminate_and_sends_post_terminate() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(on("pre-terminate", |v| {
+        if v["request"]["headers"]["x-request-id"] == "hold" {
+            reject(409, "legal hold")
+        } else {
+            Reply::Ok(Value::Null)
+        }
+    }));
+    let server = server_with_hooks(
+        &hooks.url(),
+        "events = [\"pre-terminate\", \"post-terminate\"]",
+    );
+    let url = create(&server, 10);
+    patch_ok(&url, 0, b"hello");
+    let draft_delete = || Request::new("DELETE", &url).header("Upload-Draft-Interop-Version", "8");
+    let refused = draft_delete().header("X-Request-ID", "hold").send();
+    assert_status(&refused, &[409], "draft DELETE refused by pre-terminate");
+    assert_eq!(head_offset(&url), 5, "the refused DELETE kept the upload");
+    assert_status(&draft_delete().send(), &[204], "draft DELETE");
+    let call = &hooks.wait_for("post-terminate", 1)[0];
+    assert_eq!(call["upload"]["id"], upload_id(&url).as_str());
+    assert_eq!(call["request"]["method"], "DELETE");
+    assert_eq!(hooks.events("pre-terminate").len(), 2);
+    assert_status(&head(&url), &[404], "HEAD after the draft DELETE");
+}
+
+#[test]
+fn draft_uploads_finish_through_pre_finish_and_post_finish() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(accept_all());
+    let server = server_with_hooks(&hooks.url(), "events = [\"pre-finish\", \"post-finish\"]");
+    let draft_post = || {
+        Request::new("POST", server.endpoint())
+            .header("Upload-Draft-Interop-Version", "8")
+            .header("Upload-Complete", "?1")
+    };
+    // Empty: finished as it is created.
+    assert_status(&draft_post().send(), &[201], "empty draft upload");
+    let empty = &hooks.wait_for("post-finish", 1)[0];
+    assert_eq!(empty["upload"]["length"], 0);
+    // Chunked: its length is only known when the body ends.
+    let chunked = draft_post()
+        .chunked(vec![b"hel".to_vec(), b"lo".to_vec()], Vec::new())
+        .send();
+    assert_status(&chunked, &[201], "chunked draft upload");
+    let calls = hooks.wait_for("post-finish", 2);
+    assert_eq!(calls[1]["upload"]["length"], 5);
+    assert_eq!(calls[1]["upload"]["offset"], 5);
+    assert_eq!(calls[1]["upload"]["state"], "completed");
+    assert_eq!(hooks.events("pre-finish").len(), 2);
+}
+
+#[test]
+fn pre_access_decides_whether_a_partial_may_be_joined_into_a_final() {
+    needs_spawned_server!();
+    let hooks = HookReceiver::start(on("pre-access", |v| {
+        if v["request"]["headers"]["x-request-id"] == "mallory" {
+            reject(403, "not yours")
+        } else {
+            Reply::Ok(Value::Null)
+        }
+    }));
+    let server = server_with_hooks(&hooks.url(), "events = [\"pre-access\"]");
+    let mut parts = Vec::new();
+    for data in [&b"abc"[..], b"def"] {
+        let (url, _) = create_with(
+            &server,
+            &[("Upload-Length", "3"), ("Upload-Concat", "partial")],
+        );
+        patch_ok(&url, 0, data);
+        parts.push(path_of(&url));
+    }
+    let join = || {
+        tus("POST", server.endpoint())
+            .header("Upload-Concat", &format!("final;{}", parts.join(" ")))
+    };
+    let asked_before = hooks.events("pre-access").len();
+    let refused = join().header("X-Request-ID", "mallory").send();
+    assert_status(&refused, &[403], "a final joining parts pre-access refuses");
+    assert!(
+        refused.text().contains("not yours"),
+        "{}",
+        refused.describe()
+    );
+    assert!(!refused.has("Location"), "{}", refused.describe());
+    let asked = hooks.events("pre-access");
+    let call = &asked[asked_before];
+    assert_eq!(call["upload"]["concat"], "Partial", "{call}");
+    assert_eq!(call["request"]["method"], "POST");
+    let joined = join().send();
+    assert_status(&joined, &[201], "a final joining parts pre-access allows");
+    let final_url = resolve(server.endpoint(), joined.header("Location").unwrap());
+    assert_eq!(get_bytes(&final_url), b"abcdef");
+}
+
+#[test]
+fn hooks_never_see_a_query_token_or_a_link_signature() {
+    needs_spawned_server!();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let hooks = HookReceiver::start(accept_all());
+    let server = TestServer::spawn_with_config(&format!(
+        "[auth]\nmode = \"token\"\nsecret_file = \"{}\"\n[hooks]\nurl = \"{}\"\nevents = [\"post-create\", \"pre-access\"]\n",
+        keys.display(),
+        hooks.url()
+    ));
+    let alice = mint(&keys, "alice");
+    let resp = tus("POST", &format!("{}?x=1&token={alice}", server.endpoint()))
+        .header("Upload-Length", "2")
+        .send();
+    assert_status(&resp, &[201], "POST with ?token=");
+    let url = resolve(server.endpoint(), resp.header("Location").unwrap());
+    let created = &hooks.wait_for("post-create", 1)[0];
+    let uri = created["request"]["uri"].as_str().unwrap();
+    assert_eq!(
+        uri,
+        format!("{}?x=1", path_of(server.endpoint())),
+        "{created}"
+    );
+    patch_ok(&format!("{url}?token={alice}"), 0, b"ok");
+    let linked = tus("POST", &format!("{url}/link?token={alice}")).send();
+    assert_status(&linked, &[201], "a download link");
+    let body = linked.text();
+    let link = body
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no url in {body}"))
+        .to_owned();
+    assert!(link.contains("signature="), "{link}");
+    assert_eq!(get_bytes(&link), b"ok");
+    let calls = hooks.events("pre-access");
+    assert!(calls.len() >= 2, "{calls:?}");
+    for call in &calls {
+        let uri = call["request"]["uri"].as_str().unwrap();
+        assert!(!uri.contains(&alice) && !uri.contains("token="), "{uri}");
+        assert!(!uri.contains("signature"), "{uri}");
+    }
+    assert!(calls
+        .iter()
+        .any(|c| c["request"]["uri"].as_str().unwrap().contains("expires=")));
 }

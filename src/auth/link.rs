@@ -11,6 +11,10 @@ use sha2::Sha256;
 
 use super::keys::{Key, Keyring};
 
+/// The query parameter holding a link's signature: the secret part of a link, kept out of
+/// what hooks see of a request.
+pub const SIGNATURE_PARAM: &str = "signature";
+
 /// The query parameters a link carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LinkParams {
@@ -48,7 +52,7 @@ impl LinkParams {
             match name {
                 "expires" => expires = Some(value.parse().map_err(|_| LinkError::Malformed)?),
                 "kid" => params.kid = Some(value.to_owned()),
-                "signature" => {
+                SIGNATURE_PARAM => {
                     signed = true;
                     value.clone_into(&mut params.signature);
                 }

@@ -11,14 +11,20 @@
 //! The rule when the hook server is down, slow (past `hooks.timeout`), answers non-2xx,
 //! malformed JSON or more than 64 KiB: a pre-* event fails closed (the client gets 503 and
 //! nothing changes); a post-* event is sent again `hooks.retries` times with doubling backoff,
-//! then logged. post-receive (progress) is best effort: at most once per
+//! then logged. post-finish and post-terminate are delivered at least once: they wait in a
+//! durable [`outbox`] until a 2xx, are tried again every `hooks.redeliver_interval` after
+//! their retries, and at every start. Every payload carries an `event_id` (the same on every
+//! attempt of one event) for receivers to deduplicate on. post-receive (progress) is best effort: at most once per
 //! `hooks.progress_interval` per upload, through a bounded queue that drops it when full and
 //! never retries it (the next one supersedes it), so it never slows the data path.
 
 pub mod client;
+mod delivery;
+pub mod outbox;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use self::client::{CallError, HookClient};
+use self::delivery::{redeliver, spawn_delivery, Outgoing};
+use self::outbox::{new_event_id, Outbox};
 use crate::config::HookSettings;
 use crate::error::{Result, TusError};
 use crate::metrics::Metrics;
@@ -113,6 +121,9 @@ pub struct RequestSummary {
 pub struct Payload<'a> {
     /// The event.
     pub event: HookEvent,
+    /// Unique per event, the same on every attempt to deliver it (also after a restart):
+    /// what a receiver deduplicates on.
+    pub event_id: &'a str,
     /// The upload record (for post-receive, `offset` is what has arrived so far).
     pub upload: &'a UploadInfo,
     /// The upload's metadata decoded (valueless keys are `null`; values as UTF-8, lossily).
@@ -166,7 +177,15 @@ struct Inner {
     sessions: Arc<dyn SessionStore>,
     progress: mpsc::Sender<(Uri, Bytes)>,
     last_progress: Mutex<LruCache<UploadId, Instant>>,
+    /// Where post-finish and post-terminate wait for their 2xx (`None` when both are off).
+    outbox: Option<Outbox>,
+    /// Outbox events a task is sending right now: the redelivery sweep leaves them alone.
+    in_flight: Mutex<HashSet<String>>,
 }
+
+/// The events that go through the outbox (at-least-once); other post-* events are sent at
+/// most once.
+const DURABLE: [HookEvent; 2] = [HookEvent::PostFinish, HookEvent::PostTerminate];
 
 /// Headers every hook sees (besides `Upload-*` and `hooks.forward_headers`).
 const SAFE_HEADERS: [&str; 6] = [
@@ -179,13 +198,19 @@ const SAFE_HEADERS: [&str; 6] = [
 ];
 
 impl Hooks {
-    /// The hooks `settings` configure; must run inside the tokio runtime (it starts the
-    /// progress sender).
+    /// The hooks `settings` configure, their outbox in `outbox_dir` (`sync`: fsync'd); must
+    /// run inside the tokio runtime (it starts the progress sender and the outbox's
+    /// redelivery, which first sends what the last run left).
+    ///
+    /// # Errors
+    /// When post-finish or post-terminate is on and the outbox directory cannot be opened.
     pub fn new(
         settings: &HookSettings,
+        outbox_dir: &Path,
+        sync: bool,
         metrics: Metrics,
         sessions: Arc<dyn SessionStore>,
-    ) -> Hooks {
+    ) -> std::io::Result<Hooks> {
         let endpoints: BTreeMap<HookEvent, Uri> = settings
             .events
             .iter()
@@ -196,8 +221,13 @@ impl Hooks {
             .filter(|(_, uri)| uri.host().is_some())
             .collect();
         if endpoints.is_empty() {
-            return Hooks::default();
+            return Ok(Hooks::default());
         }
+        let outbox = if DURABLE.iter().any(|e| endpoints.contains_key(e)) {
+            Some(Outbox::open(outbox_dir, sync)?)
+        } else {
+            None
+        };
         let (progress, queue) = mpsc::channel(PROGRESS_QUEUE);
         let inner = Arc::new(Inner {
             settings: settings.clone(),
@@ -214,9 +244,14 @@ impl Hooks {
             last_progress: Mutex::new(LruCache::new(
                 NonZeroUsize::new(PROGRESS_MEMORY).unwrap_or(NonZeroUsize::MIN),
             )),
+            outbox,
+            in_flight: Mutex::default(),
         });
         tokio::spawn(send_progress(Arc::downgrade(&inner), queue));
-        Hooks { inner: Some(inner) }
+        if inner.outbox.is_some() {
+            tokio::spawn(redeliver(Arc::downgrade(&inner)));
+        }
+        Ok(Hooks { inner: Some(inner) })
     }
 
     /// The service with `event` enabled, if it is.
@@ -267,6 +302,15 @@ impl Hooks {
         Ok(())
     }
 
+    /// pre-access for upload `info` read on behalf of another request, whatever its method
+    /// (a partial upload joined into the final upload a POST creates).
+    ///
+    /// # Errors
+    /// The hook's rejection, or 503 when it fails.
+    pub async fn pre_access_to(&self, info: &UploadInfo, request: &RequestParts) -> Result<()> {
+        self.gate(HookEvent::PreAccess, info, request).await
+    }
+
     /// pre-finish: `info` is complete; may refuse it.
     ///
     /// # Errors
@@ -295,52 +339,56 @@ impl Hooks {
         }
     }
 
-    /// post-create, in the background.
+    /// post-create, in the background (at most once: it is not in the outbox).
     pub fn post_create(&self, info: &UploadInfo, request: &RequestParts) {
-        self.notify(HookEvent::PostCreate, info, request);
+        if let Some((inner, outgoing)) = self.outgoing(HookEvent::PostCreate, info, request) {
+            spawn_delivery(inner, outgoing, false);
+        }
     }
 
-    /// post-finish, in the background.
-    pub fn post_finish(&self, info: &UploadInfo, request: &RequestParts) {
-        self.notify(HookEvent::PostFinish, info, request);
+    /// post-finish: queued durably (call it right after the commit that finished `info`,
+    /// before answering), then sent in the background until a 2xx.
+    pub async fn post_finish(&self, info: &UploadInfo, request: &RequestParts) {
+        self.notify_durably(HookEvent::PostFinish, info, request)
+            .await;
     }
 
-    /// post-terminate, in the background.
-    pub fn post_terminate(&self, info: &UploadInfo, request: &RequestParts) {
-        self.notify(HookEvent::PostTerminate, info, request);
+    /// post-terminate: queued durably (call it right after the removal, before answering),
+    /// then sent in the background until a 2xx.
+    pub async fn post_terminate(&self, info: &UploadInfo, request: &RequestParts) {
+        self.notify_durably(HookEvent::PostTerminate, info, request)
+            .await;
     }
 
-    /// Send a post-* event from a task of its own, retrying with backoff, then logging.
-    fn notify(&self, event: HookEvent, info: &UploadInfo, request: &RequestParts) {
-        let Some(inner) = self.enabled(event) else {
+    /// Store an outbox event, then send it from a task of its own.
+    async fn notify_durably(&self, event: HookEvent, info: &UploadInfo, request: &RequestParts) {
+        let Some((inner, outgoing)) = self.outgoing(event, info, request) else {
             return;
         };
-        let Some((url, body)) = inner.prepare(event, info, request) else {
-            return;
+        let queued =
+            inner.outbox.is_some() && inner.enqueue(&outgoing.event_id, &outgoing.body).await;
+        spawn_delivery(inner, outgoing, queued);
+    }
+
+    /// A post-* event ready to send, with a new event id; `None` when the event is off.
+    fn outgoing(
+        &self,
+        event: HookEvent,
+        info: &UploadInfo,
+        request: &RequestParts,
+    ) -> Option<(Arc<Inner>, Outgoing)> {
+        let inner = self.enabled(event)?;
+        let event_id = new_event_id();
+        let body = inner.payload(event, &event_id, info, &inner.summarize(request))?;
+        let url = inner.endpoints.get(&event)?.clone();
+        let outgoing = Outgoing {
+            event,
+            url,
+            event_id,
+            body,
+            upload: info.id.clone(),
         };
-        let inner = Arc::clone(inner);
-        let id = info.id.clone();
-        tokio::spawn(async move {
-            let mut backoff = inner.settings.backoff.0;
-            let mut attempt = 0;
-            loop {
-                match inner.call(&url, body.clone()).await {
-                    Ok(_) => return inner.count(event, "ok"),
-                    Err(err) if attempt < inner.settings.retries => {
-                        inner.count(event, "retried");
-                        tracing::debug!(event = event.name(), upload = %id, error = %err, attempt, "hook failed; retrying");
-                    }
-                    Err(err) => {
-                        inner.count(event, "failed");
-                        tracing::warn!(event = event.name(), upload = %id, error = %err, attempts = attempt + 1, "hook failed; giving up");
-                        return;
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = backoff.saturating_mul(2);
-                attempt += 1;
-            }
-        });
+        Some((Arc::clone(inner), outgoing))
     }
 
     /// A progress reporter for one body into `info` (`None` when post-receive is off).
@@ -396,10 +444,12 @@ impl Progress {
         let Some(url) = self.inner.endpoints.get(&HookEvent::PostReceive) else {
             return;
         };
-        let Some(body) = self
-            .inner
-            .payload(HookEvent::PostReceive, &info, &self.request)
-        else {
+        let Some(body) = self.inner.payload(
+            HookEvent::PostReceive,
+            &new_event_id(),
+            &info,
+            &self.request,
+        ) else {
             return;
         };
         if self.inner.progress.try_send((url.clone(), body)).is_err() {
@@ -478,18 +528,20 @@ impl Inner {
         request: &RequestParts,
     ) -> Option<(Uri, Bytes)> {
         let url = self.endpoints.get(&event)?.clone();
-        let body = self.payload(event, info, &self.summarize(request))?;
+        let body = self.payload(event, &new_event_id(), info, &self.summarize(request))?;
         Some((url, body))
     }
 
     fn payload(
         &self,
         event: HookEvent,
+        event_id: &str,
         info: &UploadInfo,
         request: &RequestSummary,
     ) -> Option<Bytes> {
         let payload = Payload {
             event,
+            event_id,
             upload: info,
             metadata: decode_metadata(&info.metadata),
             request,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use warp::reply::Response;
 
 use super::headers::Metadata;
-use crate::auth::link::LinkParams;
+use crate::auth::link::{LinkParams, SIGNATURE_PARAM};
 use crate::auth::Principal;
 use crate::error::{Result, TusError};
 use crate::state::AppState;
@@ -54,6 +54,24 @@ fn query_token(query: &str, param: &str) -> Option<String> {
         let (name, value) = pair.split_once('=')?;
         (name == param && !value.is_empty()).then(|| value.to_owned())
     })
+}
+
+/// `query` without its secrets, for what others see of a request (hooks): the token
+/// parameter (`auth.query_param`) and a download link's `signature` are dropped, everything
+/// else is kept as it came.
+pub fn redact_query(state: &AppState, query: &str) -> String {
+    without_secrets(query, state.auth.query_param())
+}
+
+fn without_secrets(query: &str, token_param: Option<&str>) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            name != SIGNATURE_PARAM && Some(name) != token_param
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A signed download link in the query of a GET, if there is one.
@@ -284,6 +302,24 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_and_link_signatures_are_cut_from_the_query_hooks_see() {
+        let token = Some("token");
+        assert_eq!(without_secrets("token=abc.def&x=1", token), "x=1");
+        assert_eq!(without_secrets("x=1&token=abc&y", token), "x=1&y");
+        assert_eq!(
+            without_secrets("expires=9&kid=k1&signature=SIG", token),
+            "expires=9&kid=k1"
+        );
+        assert_eq!(without_secrets("signature", token), "");
+        assert_eq!(without_secrets("access=abc", Some("access")), "");
+        assert_eq!(without_secrets("token=abc", None), "token=abc");
+        assert_eq!(
+            without_secrets("tokens=1&xtoken=2", token),
+            "tokens=1&xtoken=2"
+        );
+    }
 
     #[test]
     fn tokens_come_from_the_header_or_the_query() {

@@ -53,6 +53,8 @@ pub async fn create_final(
                 "only the owner of a partial upload may concatenate it",
             ));
         }
+        // Joining a part reads it: the same pre-access a GET of it would ask.
+        state.hooks.pre_access_to(&part, request).await?;
         length = match (length, part.length) {
             (Some(sum), Some(len)) => Some(sum.checked_add(len).ok_or_else(|| {
                 TusError::TooLarge("the parts together are too large".to_owned())
@@ -180,7 +182,7 @@ pub async fn settle(
     expiration::renew(state, &mut info);
     state.sessions.put(&info).await?;
     state.keep_record_copy(&info).await;
-    state.hooks.post_finish(&info, request);
+    state.hooks.post_finish(&info, request).await;
     tracing::info!(upload = %info.id, length = total, "final upload joined");
     Ok(info)
 }

@@ -273,7 +273,7 @@ pub async fn receive(
         // The copy beside the bytes learns the upload is whole: should the database ever
         // roll this record back, start-up sees the difference instead of cutting the file.
         state.keep_record_copy(info).await;
-        state.hooks.post_finish(info, request);
+        state.hooks.post_finish(info, request).await;
     }
     state.metrics.patch(began.elapsed(), info.offset - first);
     tracing::Span::current().record("bytes", info.offset - first);

@@ -74,7 +74,7 @@ pub async fn create_upload(
     }
     state.hooks.post_create(&info, request);
     if info.is_finished() {
-        state.hooks.post_finish(&info, request);
+        state.hooks.post_finish(&info, request).await;
     }
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, length = info.length.map_or_else(|| "deferred".to_owned(), |l| l.to_string()), "upload created");

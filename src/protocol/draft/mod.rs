@@ -37,7 +37,6 @@ use warp::reply::Response;
 
 use super::{header_str, set_header, BodyStream, RequestParts, TUS_RESUMABLE, UPLOAD_LIMIT};
 use crate::error::{Result, TusError};
-use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::transfer::interim::{interim_message, InterimSender};
@@ -171,7 +170,7 @@ pub async fn serve(
         (Target::Upload(id), &Method::PATCH) => {
             transfer::append(state, version, id, request, body).await
         }
-        (Target::Upload(id), &Method::DELETE) => cancel(state, id).await,
+        (Target::Upload(id), &Method::DELETE) => cancel(state, id, request).await,
         (Target::Upload(id), &Method::GET) => super::download::download(state, id, request).await,
         (Target::Upload(_), _) => Err(TusError::MethodNotAllowed),
     };
@@ -210,14 +209,10 @@ async fn offset(state: &AppState, version: Interop, id: UploadId) -> Result<Resp
     Ok(response)
 }
 
-/// DELETE: cancel the upload and free its space.
-async fn cancel(state: &AppState, id: UploadId) -> Result<Response> {
+/// DELETE: cancel the upload and free its space, through tus termination's hooks.
+async fn cancel(state: &AppState, id: UploadId, request: &RequestParts) -> Result<Response> {
     let _guard = take_over(state, &id).await?;
-    if state.sessions.get(&id).await?.is_none() {
-        return Err(TusError::NotFound);
-    }
-    state.remove_upload(&id).await?;
-    state.metrics.upload(UploadEvent::Terminated);
+    super::termination::terminate(state, &id, request).await?;
     tracing::info!(upload = %id, "upload cancelled (draft)");
     Ok(super::empty(StatusCode::NO_CONTENT))
 }

@@ -74,12 +74,19 @@ pub async fn create(
         owner,
     };
     state.hooks.pre_create(&mut info, request).await?;
+    if finished {
+        // An empty upload is finished as it is created, as in tus creation.
+        state.hooks.pre_finish(&info, request).await?;
+    }
     // The commit of the content flushes the new record before the client hears of it.
-    let mut info = state.create_upload(info, false).await?;
+    let mut info = state.create_upload(info, finished).await?;
     if let (Some(owner), false) = (&info.owner, info.is_finished()) {
         state.auth.ledger.started(owner, info.id.clone());
     }
     state.hooks.post_create(&info, request);
+    if finished {
+        state.hooks.post_finish(&info, request).await;
+    }
     state.metrics.upload(UploadEvent::Created);
     tracing::info!(upload = %info.id, interop = %version, "upload created (draft)");
 
@@ -324,11 +331,21 @@ async fn receive(
         ))),
         // Completed with an unannounced length (a body without Content-Length): now known.
         None => {
+            let mut complete = info.clone();
+            complete.length = Some(info.offset);
+            complete.state = UploadState::Completed;
+            // The same pre-finish as tus: a refusal discards the upload, a failure keeps it.
+            if let Err(err) = state.hooks.pre_finish(&complete, &request).await {
+                if matches!(err, TusError::HookRejected { .. }) {
+                    state.remove_upload(&info.id).await?;
+                }
+                return Err(err);
+            }
             state.blobs.complete(&info.id, info.offset).await?;
-            info.length = Some(info.offset);
-            info.state = UploadState::Completed;
+            *info = complete;
             expiration::renew(state, info);
             state.sessions.put(info).await?;
+            state.hooks.post_finish(info, &request).await;
             state.metrics.upload(UploadEvent::Finished);
             Ok(())
         }
