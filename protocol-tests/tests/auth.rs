@@ -514,6 +514,31 @@ fn auth_signed_download_links_open_a_finished_upload_until_they_expire() {
     assert!(expired.text().contains("expired"), "{}", expired.text());
 }
 
+/// Owner names that would read as another in logs and the admin API (zero-width, direction
+/// overrides and isolates, controls) are refused with 401 and a reason.
+#[test]
+fn auth_owner_names_with_invisible_characters_are_refused() {
+    needs_spawned_server!();
+    let (s, _keys) = token_server("");
+    for sub in [
+        "ali\u{200B}ce",
+        "\u{202E}ecila",
+        "alice\u{2069}",
+        "bob\\u0007",
+    ] {
+        let r = with_token(tus("POST", s.endpoint()), &token(sub))
+            .header("Upload-Length", "1")
+            .send();
+        assert_status(&r, &[401], &format!("token for {sub:?}"));
+        assert!(
+            r.text().contains("sub"),
+            "the reason names the claim: {}",
+            r.describe()
+        );
+    }
+    create(&s, &token("alice"), 1);
+}
+
 #[test]
 fn auth_only_the_owner_of_partial_uploads_may_concatenate_them() {
     needs_spawned_server!();
