@@ -25,8 +25,8 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    access, core, creation, download, draft, header_str, termination, BodyStream, RequestParts,
-    METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
+    access, core, creation, download, draft, header_str, require_single_values, termination,
+    BodyStream, RequestParts, METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
@@ -339,6 +339,8 @@ async fn tus_request(
         }
         return Ok(Box::pin(draft::serve(state, version, &method, target, request, body)).await);
     }
+    // Draft requests are checked the same way by `draft::serve`, to answer in problem details.
+    require_single_values(headers)?;
     match resource {
         // Boxed: the data paths' futures are large, and every request's future is moved
         // into its own task; a HEAD should not pay for copying a PATCH's state around.

@@ -66,6 +66,10 @@ pub enum HeaderError {
     /// `Upload-Checksum` digest decoded to the wrong number of bytes for its algorithm.
     #[error("Upload-Checksum digest has the wrong length for {}", .0.name())]
     ChecksumLength(Algorithm),
+    /// A single-value header (named by the payload) was sent more than once: intermediaries
+    /// disagree on which copy counts (first or last), so neither is believed.
+    #[error("{0} must be sent only once")]
+    Duplicated(&'static str),
 }
 
 /// The most uploads an `Upload-Concat: final;...` value may list; bounds the work a single

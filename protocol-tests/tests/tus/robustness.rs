@@ -445,3 +445,60 @@ fn early_refusal_of_a_large_body_reaches_the_client() {
     }
     assert_eq!(head_offset(&url), 1024);
 }
+
+/// tusk: a single-value header sent twice is refused with 400 naming it, whatever the two
+/// copies say (a proxy believing the last copy and a server believing the first would see
+/// different requests); nothing is written or created.
+#[test]
+fn duplicated_single_value_headers_are_refused() {
+    let s = TestServer::spawn();
+    let url = create(&s, 10);
+    patch_ok(&url, 0, b"abc");
+    // Each case: the header sent twice, and the usual headers of the request without it.
+    let patch_headers = [
+        ("Tus-Resumable", "1.0.0"),
+        ("Content-Type", "application/offset+octet-stream"),
+        ("Upload-Offset", "3"),
+    ];
+    let sha1_def = "sha1 WJwiM1o4HxItEpIl9cC6MFbtWBE=";
+    for (name, first, second) in [
+        ("Upload-Offset", "3", "0"),
+        ("Upload-Length", "10", "20"),
+        ("Tus-Resumable", "1.0.0", "1.0.0"),
+        ("Upload-Checksum", sha1_def, sha1_def),
+    ] {
+        let mut request = Request::new("PATCH", &url);
+        for (n, v) in patch_headers.iter().filter(|(n, _)| *n != name) {
+            request = request.header(n, v);
+        }
+        let r = request
+            .header(name, first)
+            .header(name, second)
+            .body(b"def".to_vec())
+            .send();
+        assert_status(&r, &[400], &format!("PATCH with two {name}"));
+        assert!(
+            r.text().contains(name),
+            "the reason names {name}: {}",
+            r.describe()
+        );
+    }
+    assert_eq!(head_offset(&url), 3, "a refused PATCH wrote nothing");
+    for (name, first, second) in [
+        ("Upload-Length", "5", "6"),
+        ("Upload-Concat", "partial", "partial"),
+    ] {
+        let mut request = tus("POST", s.endpoint());
+        if name != "Upload-Length" {
+            request = request.header("Upload-Length", "5");
+        }
+        let r = request.header(name, first).header(name, second).send();
+        assert_status(&r, &[400], &format!("POST with two {name}"));
+        assert!(
+            r.text().contains(name),
+            "the reason names {name}: {}",
+            r.describe()
+        );
+        assert!(!r.has("Location"), "{}", r.describe());
+    }
+}
