@@ -25,8 +25,8 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    access, core, creation, download, draft, header_str, require_single_values, termination,
-    BodyStream, RequestParts, METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
+    access, core, creation, download, draft, header_str, require_single_values, require_valid_host,
+    termination, BodyStream, RequestParts, METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
@@ -124,6 +124,7 @@ pub fn routes(
         .and(warp::ext::optional::<TrailerSlot>())
         .and(warp::ext::optional::<ConnInfo>())
         .and(warp::ext::optional::<InterimSender>())
+        .and(warp::ext::optional::<http::Version>())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || Arc::clone(&state)))
@@ -134,12 +135,14 @@ pub fn routes(
              trailers: Option<TrailerSlot>,
              conn: Option<ConnInfo>,
              interim: Option<InterimSender>,
+             version: Option<http::Version>,
              query: String,
              body: BodyStream,
              state: Arc<AppState>| async move {
                 let mut request = RequestParts {
                     method: method.clone(),
                     uri: request_uri(path.as_str(), &query),
+                    version,
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
@@ -272,6 +275,8 @@ async fn dispatch(
     request: &mut RequestParts,
     body: BodyStream,
 ) -> Result<Response, TusError> {
+    // Before routing: these are about the message, whatever it asks for.
+    require_valid_host(request)?;
     let headers = &request.headers;
     let method = method.clone();
     let resource = Resource::of(&state.settings.server.base_path, path);
