@@ -25,8 +25,9 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    access, core, creation, download, draft, header_str, require_single_values, require_valid_host,
-    termination, BodyStream, RequestParts, METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
+    access, core, creation, download, draft, header_str, require_known_transfer_coding,
+    require_single_values, require_valid_host, termination, BodyStream, RequestParts,
+    METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
 use crate::transfer::body::TrailerSlot;
@@ -193,7 +194,8 @@ fn handler_panicked(message: &str) -> Response {
     response
 }
 
-/// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s.
+/// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s (the
+/// client's malformed framing told apart from a broken-off connection).
 fn box_body<S, B>(body: S) -> BodyStream
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
@@ -201,7 +203,7 @@ where
 {
     Box::pin(
         body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()))
-            .map_err(std::io::Error::other),
+            .map_err(crate::transfer::body::body_error),
     )
 }
 
@@ -277,6 +279,7 @@ async fn dispatch(
 ) -> Result<Response, TusError> {
     // Before routing: these are about the message, whatever it asks for.
     require_valid_host(request)?;
+    require_known_transfer_coding(&request.headers)?;
     let headers = &request.headers;
     let method = method.clone();
     let resource = Resource::of(&state.settings.server.base_path, path);

@@ -249,6 +249,27 @@ pub fn require_valid_host(request: &RequestParts) -> Result<()> {
     }
 }
 
+/// RFC 9112 §6.1: a transfer coding other than `chunked` (which hyper decodes) is one we do
+/// not understand: 501, rather than storing still-coded bytes as the upload's content.
+pub fn require_known_transfer_coding(headers: &HeaderMap) -> Result<()> {
+    let understood = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|codings| {
+                codings
+                    .split(',')
+                    .map(|coding| coding.trim_matches([' ', '\t']))
+                    .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("chunked"))
+            })
+        });
+    if understood {
+        Ok(())
+    } else {
+        Err(TusError::TransferCodingNotImplemented)
+    }
+}
+
 /// A header's value as text; `None` when absent or not visible ASCII. For the single-value
 /// fields, [`require_single_values`] has made sure there is only one.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
