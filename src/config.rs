@@ -96,6 +96,10 @@ pub struct ServerSettings {
     /// believed, for Location URLs and the client address. From anyone else those headers are
     /// ignored, or clients could steer Location elsewhere and pose as other clients.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// The origin clients reach tusk at (`"https://uploads.example.com"`): when set, Location
+    /// and signed download links are built from it, never from the request's `Host` or
+    /// forwarded headers. Empty: from `Host` (or a trusted proxy's forwarded headers).
+    pub public_url: String,
 }
 
 impl Default for ServerSettings {
@@ -105,8 +109,23 @@ impl Default for ServerSettings {
             port: 1080,
             base_path: "/files/".to_owned(),
             trusted_proxies: Vec::new(),
+            public_url: String::new(),
         }
     }
+}
+
+/// `server.public_url` in the form Location URLs start with (`scheme://host[:port]`, the
+/// scheme lower-cased, no trailing slash); `None` when it is not such an origin.
+fn public_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host_chars = |c: char| c.is_ascii_alphanumeric() || ".-:[]_".contains(c);
+    let valid = matches!(scheme.as_str(), "http" | "https")
+        && !authority.is_empty()
+        && !authority.starts_with(':')
+        && authority.chars().all(host_chars);
+    valid.then(|| format!("{scheme}://{authority}"))
 }
 
 /// An IP network written as CIDR (`"10.0.0.0/8"`, `"::1/128"`) or a single address.
@@ -754,6 +773,16 @@ impl Settings {
         if !base.ends_with('/') {
             self.server.base_path.push('/');
         }
+        if !self.server.public_url.is_empty() {
+            let Some(origin) = public_origin(&self.server.public_url) else {
+                return Err(invalid(
+                    "server.public_url",
+                    "must be an origin like \"https://uploads.example.com\" (http or https, a \
+                     host and optional port, no path, query or fragment)",
+                ));
+            };
+            self.server.public_url = origin;
+        }
         if self.expiration.expire_after.0.is_zero() {
             return Err(invalid("expiration.expire_after", "must be greater than 0"));
         }
@@ -1159,6 +1188,27 @@ mod tests {
         let err = load_str("[tls]\ncert_file = \"c.pem\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("tls"), "{err}");
         assert!(load_str("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        let load = |url: &str| load_str(&format!("[server]\npublic_url = \"{url}\"\n"), &[]);
+        let settings = load("HTTPS://uploads.example.com:8443/").unwrap();
+        assert_eq!(
+            settings.server.public_url,
+            "https://uploads.example.com:8443"
+        );
+        assert_eq!(load("").unwrap().server.public_url, "");
+        for bad in [
+            "uploads.example.com",
+            "ftp://uploads.example.com",
+            "https://",
+            "https://example.com/files/",
+            "https://example.com?x=1",
+            "https://user@example.com",
+        ] {
+            assert!(load(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

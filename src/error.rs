@@ -28,6 +28,9 @@ pub enum TusError {
     /// The request is well-formed but contradicts the protocol (both lengths, no length, ...).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The body is sent in a transfer coding other than `chunked`.
+    #[error("Transfer-Encoding other than chunked is not supported")]
+    TransferCodingNotImplemented,
     /// PATCH bodies must be `application/offset+octet-stream`.
     #[error("Content-Type must be application/offset+octet-stream")]
     UnsupportedMediaType,
@@ -78,9 +81,18 @@ pub enum TusError {
     /// The client's body broke off; received bytes were kept unless a checksum was announced.
     #[error("request body interrupted: {0}")]
     BodyInterrupted(std::io::Error),
+    /// The body's HTTP framing was malformed (a client error); received bytes were kept.
+    #[error("{0}; received bytes were kept")]
+    MalformedBody(std::io::Error),
     /// The request ran past `timeouts.request_max`; received bytes were kept.
     #[error("the request ran longer than {0} seconds; received bytes were kept")]
     RequestDeadline(u64),
+    /// The server ran out of file descriptors; passing, so the client should retry.
+    #[error("the server is out of file descriptors, retry shortly")]
+    OutOfDescriptors,
+    /// The server is shutting down; bytes received so far were kept.
+    #[error("the server is shutting down; received bytes were kept, retry shortly")]
+    ShuttingDown,
     /// Too many uploads are in flight; try again shortly.
     #[error("server busy: too many uploads in flight, retry shortly")]
     Overloaded,
@@ -167,6 +179,10 @@ impl From<StoreError> for TusError {
         match err {
             StoreError::NotFound => TusError::NotFound,
             StoreError::Full => TusError::InsufficientStorage,
+            StoreError::NoDescriptors(err) => {
+                tracing::warn!(error = %err, "out of file descriptors");
+                TusError::OutOfDescriptors
+            }
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "object store unavailable");
                 TusError::BackendUnavailable("the object store")
@@ -189,8 +205,10 @@ impl TusError {
             TusError::InvalidHeader(_)
             | TusError::BadRequest(_)
             | TusError::InconsistentLength(_)
+            | TusError::MalformedBody(_)
             | TusError::UploadCompleted => StatusCode::BAD_REQUEST,
             TusError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TusError::TransferCodingNotImplemented => StatusCode::NOT_IMPLEMENTED,
             TusError::NotFound | TusError::RouteNotFound => StatusCode::NOT_FOUND,
             TusError::Gone | TusError::Lost => StatusCode::GONE,
             TusError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -212,6 +230,8 @@ impl TusError {
             }
             TusError::Conflict(_) => StatusCode::CONFLICT,
             TusError::Overloaded
+            | TusError::ShuttingDown
+            | TusError::OutOfDescriptors
             | TusError::HookUnavailable(_)
             | TusError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Only 4xx reach here (the hook answer is checked); FORBIDDEN is a safe fallback.
@@ -230,6 +250,7 @@ impl TusError {
             TusError::InvalidHeader(_) => "ERR_INVALID_HEADER",
             TusError::BadRequest(_) => "ERR_BAD_REQUEST",
             TusError::UnsupportedMediaType => "ERR_INVALID_CONTENT_TYPE",
+            TusError::TransferCodingNotImplemented => "ERR_TRANSFER_CODING_NOT_IMPLEMENTED",
             TusError::NotFound => "ERR_UPLOAD_NOT_FOUND",
             TusError::RouteNotFound => "ERR_NOT_FOUND",
             TusError::Gone => "ERR_UPLOAD_EXPIRED",
@@ -243,8 +264,11 @@ impl TusError {
             TusError::RangeNotSatisfiable { .. } => "ERR_RANGE_NOT_SATISFIABLE",
             TusError::BodyTimeout(_) => "ERR_BODY_TIMEOUT",
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
+            TusError::MalformedBody(_) => "ERR_MALFORMED_BODY",
             TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
             TusError::Overloaded => "ERR_SERVER_BUSY",
+            TusError::ShuttingDown => "ERR_SERVER_SHUTDOWN",
+            TusError::OutOfDescriptors => "ERR_OUT_OF_FILE_DESCRIPTORS",
             TusError::TokenRequired => "ERR_TOKEN_REQUIRED",
             TusError::Unauthorized(_) => "ERR_INVALID_TOKEN",
             TusError::Forbidden(_) => "ERR_FORBIDDEN",
@@ -294,8 +318,13 @@ impl TusError {
             | TusError::BodyTimeout(_)
             | TusError::RequestDeadline(_)
             | TusError::BackendUnavailable(_)
+            | TusError::OutOfDescriptors
             | TusError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // A restart takes a few seconds; sooner would only meet a closed port.
+            TusError::ShuttingDown => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             TusError::QuotaExceeded(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));

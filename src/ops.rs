@@ -10,7 +10,7 @@
 //! - `DELETE /admin/uploads/{id}` delete it now
 //! - `GET /admin/clients` client profiles; `GET /admin/interfaces` the interface monitor's view
 
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -235,12 +235,9 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = state.admin_token.as_ref().map(|t| t.expose()) else {
         return false;
     };
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let a = Sha256::digest(presented.trim().as_bytes());
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` as the upload API takes it.
+    let presented = crate::protocol::access::bearer_token(headers).unwrap_or_default();
+    let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter()
         .zip(b.iter())

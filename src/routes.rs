@@ -25,7 +25,8 @@ use warp::Filter;
 use crate::error::TusError;
 use crate::ops;
 use crate::protocol::{
-    access, core, creation, download, draft, header_str, termination, BodyStream, RequestParts,
+    access, core, creation, download, draft, header_str, require_known_transfer_coding,
+    require_single_values, require_valid_host, termination, BodyStream, RequestParts,
     METHOD_OVERRIDE, TUS_RESUMABLE, TUS_VERSION,
 };
 use crate::state::AppState;
@@ -124,6 +125,7 @@ pub fn routes(
         .and(warp::ext::optional::<TrailerSlot>())
         .and(warp::ext::optional::<ConnInfo>())
         .and(warp::ext::optional::<InterimSender>())
+        .and(warp::ext::optional::<http::Version>())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(box_body))
         .and(warp::any().map(move || Arc::clone(&state)))
@@ -134,12 +136,14 @@ pub fn routes(
              trailers: Option<TrailerSlot>,
              conn: Option<ConnInfo>,
              interim: Option<InterimSender>,
+             version: Option<http::Version>,
              query: String,
              body: BodyStream,
              state: Arc<AppState>| async move {
                 let mut request = RequestParts {
                     method: method.clone(),
                     uri: request_uri(path.as_str(), &access::redact_query(&state, &query)),
+                    version,
                     headers,
                     trailers: trailers.unwrap_or_default(),
                     conn,
@@ -190,7 +194,8 @@ fn handler_panicked(message: &str) -> Response {
     response
 }
 
-/// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s.
+/// warp's body stream as the transfer layer consumes it: `Bytes` frames, `io::Error`s (the
+/// client's malformed framing told apart from a broken-off connection).
 fn box_body<S, B>(body: S) -> BodyStream
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
@@ -198,7 +203,7 @@ where
 {
     Box::pin(
         body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()))
-            .map_err(std::io::Error::other),
+            .map_err(crate::transfer::body::body_error),
     )
 }
 
@@ -212,8 +217,13 @@ fn request_uri(path: &str, query: &str) -> String {
 }
 
 /// The method the client means: §Core "X-HTTP-Method-Override ... MUST be interpreted as the
-/// request's method ... the actual method of the request MUST be ignored".
+/// request's method ... the actual method of the request MUST be ignored". Only on a POST (as
+/// the README says): it exists for clients whose proxies pass nothing but GET and POST;
+/// honoured on a GET, it would turn what caches and logs take for a read into a DELETE.
 fn effective_method(method: Method, headers: &HeaderMap) -> Method {
+    if method != Method::POST {
+        return method;
+    }
     header_str(headers, &METHOD_OVERRIDE)
         .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
         .unwrap_or(method)
@@ -267,6 +277,9 @@ async fn dispatch(
     request: &mut RequestParts,
     body: BodyStream,
 ) -> Result<Response, TusError> {
+    // Before routing: these are about the message, whatever it asks for.
+    require_valid_host(request)?;
+    require_known_transfer_coding(&request.headers)?;
     let headers = &request.headers;
     let method = method.clone();
     let resource = Resource::of(&state.settings.server.base_path, path);
@@ -334,6 +347,8 @@ async fn tus_request(
         }
         return Ok(Box::pin(draft::serve(state, version, &method, target, request, body)).await);
     }
+    // Draft requests are checked the same way by `draft::serve`, to answer in problem details.
+    require_single_values(headers)?;
     match resource {
         // Boxed: the data paths' futures are large, and every request's future is moved
         // into its own task; a HEAD should not pay for copying a PATCH's state around.
@@ -445,11 +460,13 @@ mod tests {
     }
 
     #[test]
-    fn method_override_replaces_the_actual_method() {
+    fn method_override_replaces_post_and_only_post() {
         let mut headers = HeaderMap::new();
         assert_eq!(effective_method(Method::POST, &headers), Method::POST);
         headers.insert(METHOD_OVERRIDE, HeaderValue::from_static("patch"));
         assert_eq!(effective_method(Method::POST, &headers), Method::PATCH);
-        assert_eq!(effective_method(Method::PUT, &headers), Method::PATCH);
+        for other in [Method::PUT, Method::GET, Method::HEAD, Method::PATCH] {
+            assert_eq!(effective_method(other.clone(), &headers), other);
+        }
     }
 }

@@ -111,6 +111,9 @@ pub async fn run(
             if let Some(conn) = conn {
                 parts.extensions.insert(conn);
             }
+            // warp does not hand the version to filters; the Host rules of RFC 9112 §3.2
+            // depend on it.
+            parts.extensions.insert(parts.version);
             // RFC 9110 §15.2: no 1xx responses to HTTP/1.0 clients.
             if parts.version == http::Version::HTTP_11 {
                 parts.extensions.insert(interim.clone());

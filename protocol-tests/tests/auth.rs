@@ -514,6 +514,70 @@ fn auth_signed_download_links_open_a_finished_upload_until_they_expire() {
     assert!(expired.text().contains("expired"), "{}", expired.text());
 }
 
+/// With `server.public_url` set, a signed link is built from it, not from the `Host` the
+/// owner's request carried; the link still opens the upload.
+#[test]
+fn auth_signed_links_use_the_public_url_not_the_host() {
+    needs_spawned_server!();
+    let (s, _keys) = token_server("[server]\npublic_url = \"https://uploads.example.com\"");
+    let alice = token("alice");
+    let created = with_token(tus("POST", s.endpoint()), &alice)
+        .header("Upload-Length", "4")
+        .send();
+    assert_status(&created, &[201], "POST");
+    let location = created.header("Location").unwrap();
+    assert!(
+        location.starts_with("https://uploads.example.com/files/"),
+        "{location}"
+    );
+    // Re-rooted onto the test server's real address.
+    let url = s.url(location);
+    assert_status(&patch(&url, &alice, 0, b"data"), &[204], "finish");
+    let r = with_token(Request::new("POST", &format!("{url}/link")), &alice)
+        .header("Host", "attacker.example")
+        .send();
+    assert_status(&r, &[201], "link for the owner");
+    let body = r.text();
+    let link = body
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no url in {body}"))
+        .to_owned();
+    assert!(
+        link.starts_with("https://uploads.example.com/files/"),
+        "the link follows server.public_url: {link}"
+    );
+    let got = Request::new("GET", &s.url(&link)).send();
+    assert_status(&got, &[200], "GET through the link");
+    assert_eq!(got.body, b"data");
+}
+
+/// Owner names that would read as another in logs and the admin API (zero-width, direction
+/// overrides and isolates, controls) are refused with 401 and a reason.
+#[test]
+fn auth_owner_names_with_invisible_characters_are_refused() {
+    needs_spawned_server!();
+    let (s, _keys) = token_server("");
+    for sub in [
+        "ali\u{200B}ce",
+        "\u{202E}ecila",
+        "alice\u{2069}",
+        "bob\\u0007",
+    ] {
+        let r = with_token(tus("POST", s.endpoint()), &token(sub))
+            .header("Upload-Length", "1")
+            .send();
+        assert_status(&r, &[401], &format!("token for {sub:?}"));
+        assert!(
+            r.text().contains("sub"),
+            "the reason names the claim: {}",
+            r.describe()
+        );
+    }
+    create(&s, &token("alice"), 1);
+}
+
 #[test]
 fn auth_only_the_owner_of_partial_uploads_may_concatenate_them() {
     needs_spawned_server!();

@@ -757,6 +757,28 @@ fn admin_api_is_off_by_default() {
     }
 }
 
+/// RFC 9110 §11.1: the scheme is case-insensitive; the admin API takes `bearer` and `BEARER`
+/// as the upload API does, and still refuses a wrong token so written.
+#[test]
+fn admin_api_accepts_the_bearer_scheme_in_any_case() {
+    needs_spawned_server!();
+    let dir = tempfile::tempdir().unwrap();
+    let token = sha256_hex(b"tusk admin scheme")[..32].to_owned();
+    let token_path = dir.path().join("admin.token");
+    std::fs::write(&token_path, format!("{token}\n")).unwrap();
+    let s = TestServer::spawn_with_config(&token_config(&token_path));
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = Request::new("GET", &at(&s, "/admin/uploads"))
+            .header("Authorization", &format!("{scheme} {token}"))
+            .send();
+        assert_status(&r, &[200], &format!("admin API with scheme {scheme}"));
+    }
+    let wrong = Request::new("GET", &at(&s, "/admin/uploads"))
+        .header("Authorization", &format!("bearer {}", &token[..31]))
+        .send();
+    assert_status(&wrong, &[401], "admin API with a wrong token");
+}
+
 #[test]
 fn admin_api_lists_shows_expires_and_deletes() {
     needs_spawned_server!();

@@ -715,3 +715,78 @@ fn xff_spoof_from_untrusted_peer_is_ignored() {
     });
     assert!(!server.stderr().contains("remote=198.51.100.66"));
 }
+
+/// `server.public_url`: Location is built from it, whatever `Host` or a (trusted) proxy's
+/// forwarded headers say.
+#[test]
+fn public_url_builds_location_whatever_the_host_says() {
+    needs_spawned_server!();
+    let server = TestServer::spawn_with_config(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\
+         public_url = \"https://uploads.example.com\"\n",
+    );
+    for headers in [
+        &[("Host", "attacker.example:666")][..],
+        &[
+            ("X-Forwarded-Host", "attacker.example"),
+            ("X-Forwarded-Proto", "http"),
+        ][..],
+        &[("Forwarded", "host=attacker.example;proto=http")][..],
+    ] {
+        let location = upload_with(&server, headers);
+        assert!(
+            location.starts_with("https://uploads.example.com/files/"),
+            "Location with {headers:?}: {location}"
+        );
+    }
+}
+
+/// Sends `head` (a whole request without body) on a fresh connection; the status answered.
+fn raw_status(server: &TestServer, head: &str) -> u16 {
+    let mut stream = TcpStream::connect(server.authority()).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut stream)).into_owned();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with two, or with an invalid one gets
+/// 400; HTTP/1.0 may go without.
+#[test]
+fn requests_without_a_single_valid_host_are_refused() {
+    needs_spawned_server!();
+    let server = TestServer::spawn();
+    let path = protocol_tests::path_of(server.endpoint());
+    let authority = server.authority();
+    let options = |version: &str, hosts: &str| {
+        format!(
+            "OPTIONS {path} {version}\r\nTus-Resumable: {TUS_VERSION}\r\n{hosts}\
+             Connection: close\r\n\r\n"
+        )
+    };
+    let ok = format!("Host: {authority}\r\n");
+    assert_eq!(raw_status(&server, &options("HTTP/1.1", &ok)), 204);
+    assert_eq!(raw_status(&server, &options("HTTP/1.0", "")), 204);
+    for hosts in [
+        String::new(),
+        format!("Host: {authority}\r\nHost: {authority}\r\n"),
+        format!("Host: {authority}\r\nHost: attacker.example\r\n"),
+        "Host: attacker.example/path\r\n".to_owned(),
+        "Host: a b\r\n".to_owned(),
+        "Host: example.com:80x\r\n".to_owned(),
+    ] {
+        assert_eq!(
+            raw_status(&server, &options("HTTP/1.1", &hosts)),
+            400,
+            "HTTP/1.1 with {hosts:?}"
+        );
+    }
+    let post = format!(
+        "POST {path} HTTP/1.1\r\nTus-Resumable: {TUS_VERSION}\r\nUpload-Length: 1\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&server, &post), 400, "POST without Host");
+}

@@ -141,10 +141,12 @@ pub fn verify(token: &str, keys: &Keyring, now: u64, skew: u64) -> Result<Claims
     })?;
     if claims.sub.is_empty()
         || claims.sub.len() > MAX_SUBJECT_LEN
-        || claims.sub.chars().any(char::is_control)
+        || claims.sub.chars().any(is_hidden)
     {
         return Err(TokenError::Claims(
-            "\"sub\" must be 1 to 256 printable characters".to_owned(),
+            "\"sub\" must be 1 to 256 printable characters, without invisible or \
+             direction-changing ones"
+                .to_owned(),
         ));
     }
     if now > claims.exp.saturating_add(skew) {
@@ -154,6 +156,23 @@ pub fn verify(token: &str, keys: &Keyring, now: u64, skew: u64) -> Result<Claims
         return Err(TokenError::NotYetValid);
     }
     Ok(claims)
+}
+
+/// Characters an owner name may not contain: controls, and the invisible and bidirectional
+/// formatting characters that make a name look like another in logs and the admin API
+/// (zero-width spaces and joiners, direction marks, embeddings, overrides and isolates).
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{FEFF}'
+        )
 }
 
 fn mac(key: &Key, input: &[u8]) -> HmacSha256 {
@@ -268,6 +287,32 @@ mod tests {
             verify(&none, &keys, 1000, 0),
             Err(TokenError::Algorithm(_))
         ));
+    }
+
+    #[test]
+    fn owners_with_invisible_or_direction_characters_are_refused() {
+        let keys = ring(KEY);
+        for sub in [
+            "ali\u{200B}ce",
+            "\u{202E}ecila",
+            "alice\u{2066}",
+            "a\u{200F}",
+            "a\u{FEFF}",
+            "a\u{7}",
+            "a\u{85}",
+        ] {
+            let mut bad = claims(2000);
+            bad.sub = sub.to_owned();
+            let token = sign(&bad, keys.signing_key());
+            assert!(
+                matches!(verify(&token, &keys, 1000, 0), Err(TokenError::Claims(_))),
+                "{sub:?} accepted"
+            );
+        }
+        let mut fine = claims(2000);
+        fine.sub = "Zoë Åström-李".to_owned();
+        let token = sign(&fine, keys.signing_key());
+        assert_eq!(verify(&token, &keys, 1000, 0), Ok(fine));
     }
 
     #[test]

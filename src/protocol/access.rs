@@ -39,8 +39,9 @@ pub fn authenticate(
         .map_err(|err| TusError::Unauthorized(err.to_string()))
 }
 
-/// `Authorization: Bearer TOKEN` (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+/// `Authorization: Bearer TOKEN` (scheme case-insensitive, RFC 9110 §11.1); the admin API
+/// reads its token the same way.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -25,7 +25,7 @@ use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
-use crate::transfer::body::TrailerSlot;
+use crate::transfer::body::{is_malformed_framing, TrailerSlot};
 use crate::transfer::journal::Journaled;
 use crate::transfer::pipeline::{
     self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
@@ -379,6 +379,9 @@ fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
     match end {
         AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),
         AppendEnd::TooLarge => Err(too_large(state, info)),
+        AppendEnd::Interrupted(err) if is_malformed_framing(&err) => {
+            Err(TusError::MalformedBody(err))
+        }
         AppendEnd::Interrupted(err) => Err(TusError::BodyInterrupted(err)),
         AppendEnd::IdleTimeout => Err(TusError::BodyTimeout(
             state.settings.timeouts.body_idle.0.as_secs(),
@@ -386,6 +389,8 @@ fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
         AppendEnd::DeadlineReached => Err(TusError::RequestDeadline(
             state.settings.timeouts.request_max.0.as_secs(),
         )),
+        // The server is going down; what arrived is committed, the client retries later.
+        AppendEnd::Stopped if state.locks.is_closing() => Err(TusError::ShuttingDown),
         // A newer request took the upload over; this (usually dead) client should re-sync.
         AppendEnd::Stopped => Err(TusError::Locked),
         AppendEnd::WriteFailed(err) => Err(err.into()),

@@ -66,6 +66,13 @@ pub enum HeaderError {
     /// `Upload-Checksum` digest decoded to the wrong number of bytes for its algorithm.
     #[error("Upload-Checksum digest has the wrong length for {}", .0.name())]
     ChecksumLength(Algorithm),
+    /// A single-value header (named by the payload) was sent more than once: intermediaries
+    /// disagree on which copy counts (first or last), so neither is believed.
+    #[error("{0} must be sent only once")]
+    Duplicated(&'static str),
+    /// `Host` is not `host[:port]` (RFC 9112 §3.2, RFC 3986 §3.2.2).
+    #[error("Host must be a host name or address, optionally with :port")]
+    InvalidHost,
 }
 
 /// The most uploads an `Upload-Concat: final;...` value may list; bounds the work a single
@@ -137,6 +144,47 @@ pub fn parse_defer_length(value: &str) -> Result<(), HeaderError> {
     } else {
         Err(HeaderError::InvalidDeferLength)
     }
+}
+
+/// Whether a `Host` value is `uri-host [":" port]` (RFC 9112 §3.2): an IP literal in
+/// brackets, or a registered name / IPv4 address of unreserved characters, sub-delimiters and
+/// percent-escapes (possibly empty, RFC 3986 §3.2.2), then optionally `:` and digits.
+pub fn is_valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let literal_ok = !literal.is_empty()
+            && literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b":.vV".contains(&b));
+        if !literal_ok {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("", port),
+                None => return false,
+            },
+        }
+    } else {
+        value.rsplit_once(':').unwrap_or((value, ""))
+    };
+    let mut bytes = host.bytes();
+    while let Some(b) = bytes.next() {
+        let ok = match b {
+            b'%' => {
+                bytes.next().is_some_and(|h| h.is_ascii_hexdigit())
+                    && bytes.next().is_some_and(|l| l.is_ascii_hexdigit())
+            }
+            _ => b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Tus-Resumable / version check helper: true only for "1.0.0" (after trimming).
@@ -719,6 +767,42 @@ pub fn http_date(unix_secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::checksum::Algorithm;
+
+    // ---- Host ------------------------------------------------------------------------------
+
+    #[test]
+    fn host_values_follow_rfc_3986() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1080",
+            "[::1]",
+            "[::1]:1080",
+            "my_host.local",
+            "xn--bcher-kva.example",
+            "a%20b",
+            "",
+            "example.com:",
+        ] {
+            assert!(is_valid_host(good), "{good:?} refused");
+        }
+        for bad in [
+            "example.com:80a",
+            "exa mple.com",
+            "example.com/path",
+            "user@example.com",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "[::1]:8x",
+            "a%2",
+            "a%zz",
+            "host\"",
+            "a:1:2",
+        ] {
+            assert!(!is_valid_host(bad), "{bad:?} accepted");
+        }
+    }
 
     // ---- integers -------------------------------------------------------------------------
 

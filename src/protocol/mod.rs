@@ -93,6 +93,8 @@ pub struct RequestParts {
     pub method: http::Method,
     /// Path and query, as requested.
     pub uri: String,
+    /// The HTTP version it came in (absent when served outside [`crate::server`]).
+    pub version: Option<http::Version>,
     /// Request headers.
     pub headers: HeaderMap,
     /// Trailers, filled once the body has ended (checksum-trailer).
@@ -198,7 +200,78 @@ pub fn require_tus_resumable(headers: &HeaderMap) -> Result<()> {
     }
 }
 
-/// A header's value as text; `None` when absent or not visible ASCII.
+/// Header fields that carry one value, by the name a client is told about: tus's and the
+/// resumable-upload draft's (where they coincide, once). Sent twice, a proxy that believes the
+/// last copy and tusk that read the first would see different requests.
+const SINGLE_VALUE_FIELDS: [(HeaderName, &str); 10] = [
+    (UPLOAD_OFFSET, "Upload-Offset"),
+    (UPLOAD_LENGTH, "Upload-Length"),
+    (TUS_RESUMABLE, "Tus-Resumable"),
+    (UPLOAD_CONCAT, "Upload-Concat"),
+    (UPLOAD_CHECKSUM, "Upload-Checksum"),
+    (UPLOAD_DEFER_LENGTH, "Upload-Defer-Length"),
+    (METHOD_OVERRIDE, "X-HTTP-Method-Override"),
+    (draft::UPLOAD_COMPLETE, "Upload-Complete"),
+    (draft::UPLOAD_INCOMPLETE, "Upload-Incomplete"),
+    (
+        draft::UPLOAD_DRAFT_INTEROP_VERSION,
+        "Upload-Draft-Interop-Version",
+    ),
+];
+
+/// Refuse a request that repeats a single-value field (400 naming it). Checked once, where a
+/// request for the upload resources comes in, so that every later [`header_str`] reads the
+/// only value there is.
+pub fn require_single_values(headers: &HeaderMap) -> Result<()> {
+    for (name, shown) in &SINGLE_VALUE_FIELDS {
+        let mut values = headers.get_all(name).iter();
+        if values.next().is_some() && values.next().is_some() {
+            return Err(headers::HeaderError::Duplicated(shown).into());
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, any request with two, or with one
+/// that is not `host[:port]`, is refused (400). Checked for every request, before routing.
+pub fn require_valid_host(request: &RequestParts) -> Result<()> {
+    let mut hosts = request.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version == Some(http::Version::HTTP_10) => Ok(()),
+        (None, _) => Err(TusError::BadRequest(
+            "an HTTP/1.1 request must carry a Host header",
+        )),
+        (Some(_), Some(_)) => Err(headers::HeaderError::Duplicated("Host").into()),
+        (Some(host), None) => match host.to_str() {
+            Ok(host) if headers::is_valid_host(host) => Ok(()),
+            _ => Err(headers::HeaderError::InvalidHost.into()),
+        },
+    }
+}
+
+/// RFC 9112 §6.1: a transfer coding other than `chunked` (which hyper decodes) is one we do
+/// not understand: 501, rather than storing still-coded bytes as the upload's content.
+pub fn require_known_transfer_coding(headers: &HeaderMap) -> Result<()> {
+    let understood = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|codings| {
+                codings
+                    .split(',')
+                    .map(|coding| coding.trim_matches([' ', '\t']))
+                    .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("chunked"))
+            })
+        });
+    if understood {
+        Ok(())
+    } else {
+        Err(TusError::TransferCodingNotImplemented)
+    }
+}
+
+/// A header's value as text; `None` when absent or not visible ASCII. For the single-value
+/// fields, [`require_single_values`] has made sure there is only one.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -239,10 +312,10 @@ pub fn set_header(response: &mut Response, name: HeaderName, value: impl ToStrin
     }
 }
 
-/// The absolute URL of an upload, as clients should see it: from `Host` (or `Forwarded` /
-/// `X-Forwarded-*`, which only trusted proxies get through to here; see
-/// [`RequestParts::drop_untrusted_forwarding`]). Without a usable host, a path-only URL, which clients
-/// resolve against the creation URL.
+/// The absolute URL of an upload, as clients should see it: from `server.public_url` when set,
+/// else from `Host` (or `Forwarded` / `X-Forwarded-*`, which only trusted proxies get through
+/// to here; see [`RequestParts::drop_untrusted_forwarding`]). Without a usable host, a
+/// path-only URL, which clients resolve against the creation URL.
 pub fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> String {
     let base = &state.settings.server.base_path;
     match request_origin(state, headers) {
@@ -251,8 +324,13 @@ pub fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> Strin
     }
 }
 
-/// The scheme and host this request was addressed to.
+/// The scheme and host this request was addressed to: the configured public origin if there
+/// is one (then the request cannot steer it), else what the request says.
 pub fn request_origin(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
+    let public = &state.settings.server.public_url;
+    if let Some((scheme, host)) = public.split_once("://") {
+        return Some((scheme.to_owned(), host.to_owned()));
+    }
     let (forwarded_host, forwarded_proto) = headers::forwarded_origin(
         header_str(headers, &FORWARDING_HEADERS[0]),
         header_str(headers, &FORWARDING_HEADERS[1]),

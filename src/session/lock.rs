@@ -137,6 +137,8 @@ struct Table {
     epoch: Instant,
     waits: u64,
     takeovers: u64,
+    /// Set by [`UploadLocks::stop_all`]: the server is shutting down.
+    closing: bool,
 }
 
 /// Lock figures, for metrics.
@@ -167,6 +169,7 @@ impl Default for UploadLocks {
                 epoch: Instant::now(),
                 waits: 0,
                 takeovers: 0,
+                closing: false,
             })),
             released: Arc::new(Notify::new()),
             shared: None,
@@ -227,6 +230,10 @@ impl UploadLocks {
         table.next_generation += 1;
         let generation = table.next_generation;
         let stop = CancellationToken::new();
+        if table.closing {
+            // A request that slipped in during shutdown commits what it has and goes too.
+            stop.cancel();
+        }
         let heartbeat = Heartbeat::new(table.epoch);
         table.holders.insert(
             id.clone(),
@@ -427,11 +434,19 @@ impl UploadLocks {
         self.table().holders.contains_key(id)
     }
 
-    /// Ask every holder to stop (graceful shutdown).
+    /// Ask every holder to stop, now and from now on (graceful shutdown).
     pub fn stop_all(&self) {
-        for holder in self.table().holders.values() {
+        let mut table = self.table();
+        table.closing = true;
+        for holder in table.holders.values() {
             holder.stop.cancel();
         }
+    }
+
+    /// Whether [`UploadLocks::stop_all`] was called: a stopped holder was stopped by the
+    /// shutdown, not by a newer request for its upload.
+    pub fn is_closing(&self) -> bool {
+        self.table().closing
     }
 
     fn release(&self, id: &UploadId, generation: u64) {

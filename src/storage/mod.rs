@@ -30,16 +30,29 @@ pub enum StoreError {
     /// A remote store (object store) could not be reached or answered 5xx: worth a retry.
     #[error("object store unavailable: {0}")]
     Unavailable(String),
+    /// The process (EMFILE) or the system (ENFILE) is out of file descriptors: passing, as
+    /// connections close; worth a retry.
+    #[error("out of file descriptors: {0}")]
+    NoDescriptors(#[source] io::Error),
     /// Any other I/O failure.
     #[error("I/O error: {0}")]
     Io(#[source] io::Error),
 }
+
+/// `EMFILE` and `ENFILE` (Linux numbering; std has no `ErrorKind` for them).
+const OUT_OF_DESCRIPTORS: [i32; 2] = [24, 23];
 
 impl From<io::Error> for StoreError {
     fn from(err: io::Error) -> Self {
         match err.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound,
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
+            _ if err
+                .raw_os_error()
+                .is_some_and(|code| OUT_OF_DESCRIPTORS.contains(&code)) =>
+            {
+                StoreError::NoDescriptors(err)
+            }
             _ => StoreError::Io(err),
         }
     }
@@ -177,3 +190,21 @@ pub trait BlobWriter: Send + fmt::Debug {
 /// A sync running apart from its writer; see [`BlobWriter::background_sync`].
 pub type BackgroundSync =
     Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_file_descriptors_is_its_own_error() {
+        for code in OUT_OF_DESCRIPTORS {
+            let err = StoreError::from(io::Error::from_raw_os_error(code));
+            assert!(
+                matches!(err, StoreError::NoDescriptors(_)),
+                "{code}: {err:?}"
+            );
+        }
+        let other = StoreError::from(io::Error::from_raw_os_error(5)); // EIO
+        assert!(matches!(other, StoreError::Io(_)), "{other:?}");
+    }
+}

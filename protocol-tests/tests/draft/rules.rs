@@ -485,3 +485,41 @@ fn creation_104_arrives_before_the_content_is_sent() {
     );
     assert_eq!(get_bytes(&server.url(location)), b"hello");
 }
+
+/// tusk: a single-value field of the draft sent twice (Upload-Offset, Upload-Complete,
+/// Upload-Length, Upload-Draft-Interop-Version) is refused with 400 naming it, in problem
+/// details; the upload is left as it was.
+#[test]
+fn duplicated_single_value_fields_are_refused() {
+    needs_spawned_server!();
+    let server = TestServer::spawn();
+    let url = create_incomplete(&server, NEWEST, b"abc");
+    for (name, first, second) in [
+        ("Upload-Offset", "3", "0"),
+        ("Upload-Complete", "?0", "?1"),
+        ("Upload-Length", "6", "9"),
+        ("Upload-Draft-Interop-Version", NEWEST, NEWEST),
+    ] {
+        let mut request = Request::new("PATCH", &url);
+        for (n, v) in [
+            ("Upload-Draft-Interop-Version", NEWEST),
+            ("Content-Type", "application/partial-upload"),
+            ("Upload-Offset", "3"),
+            ("Upload-Complete", "?0"),
+        ] {
+            if n != name {
+                request = request.header(n, v);
+            }
+        }
+        let resp = request
+            .header(name, first)
+            .header(name, second)
+            .body(b"def".to_vec())
+            .send();
+        assert_status(&resp, &[400], &format!("PATCH with two {name}"));
+        let (_, text) = problem(&resp);
+        assert!(text.contains(name), "the reason names {name}: {text}");
+    }
+    let head = draft("HEAD", &url, NEWEST).send();
+    assert_eq!(head.header_u64("Upload-Offset"), 3, "{}", head.describe());
+}

@@ -445,3 +445,126 @@ fn early_refusal_of_a_large_body_reaches_the_client() {
     }
     assert_eq!(head_offset(&url), 1024);
 }
+
+/// tusk: a single-value header sent twice is refused with 400 naming it, whatever the two
+/// copies say (a proxy believing the last copy and a server believing the first would see
+/// different requests); nothing is written or created.
+#[test]
+fn duplicated_single_value_headers_are_refused() {
+    let s = TestServer::spawn();
+    let url = create(&s, 10);
+    patch_ok(&url, 0, b"abc");
+    // Each case: the header sent twice, and the usual headers of the request without it.
+    let patch_headers = [
+        ("Tus-Resumable", "1.0.0"),
+        ("Content-Type", "application/offset+octet-stream"),
+        ("Upload-Offset", "3"),
+    ];
+    let sha1_def = "sha1 WJwiM1o4HxItEpIl9cC6MFbtWBE=";
+    for (name, first, second) in [
+        ("Upload-Offset", "3", "0"),
+        ("Upload-Length", "10", "20"),
+        ("Tus-Resumable", "1.0.0", "1.0.0"),
+        ("Upload-Checksum", sha1_def, sha1_def),
+    ] {
+        let mut request = Request::new("PATCH", &url);
+        for (n, v) in patch_headers.iter().filter(|(n, _)| *n != name) {
+            request = request.header(n, v);
+        }
+        let r = request
+            .header(name, first)
+            .header(name, second)
+            .body(b"def".to_vec())
+            .send();
+        assert_status(&r, &[400], &format!("PATCH with two {name}"));
+        assert!(
+            r.text().contains(name),
+            "the reason names {name}: {}",
+            r.describe()
+        );
+    }
+    assert_eq!(head_offset(&url), 3, "a refused PATCH wrote nothing");
+    for (name, first, second) in [
+        ("Upload-Length", "5", "6"),
+        ("Upload-Concat", "partial", "partial"),
+    ] {
+        let mut request = tus("POST", s.endpoint());
+        if name != "Upload-Length" {
+            request = request.header("Upload-Length", "5");
+        }
+        let r = request.header(name, first).header(name, second).send();
+        assert_status(&r, &[400], &format!("POST with two {name}"));
+        assert!(
+            r.text().contains(name),
+            "the reason names {name}: {}",
+            r.describe()
+        );
+        assert!(!r.has("Location"), "{}", r.describe());
+    }
+}
+
+/// RFC 9112 §7.1: a chunked PATCH whose framing breaks (a chunk-size line that is no
+/// number, chunk extensions past the server's limit) is the client's error: 400, not a
+/// server error; the chunks that arrived whole before the fault are committed.
+#[test]
+fn malformed_chunked_framing_is_a_400_and_keeps_what_arrived() {
+    let s = TestServer::spawn();
+    let data = pattern(76, 60_000);
+    let url = create(&s, data.len() as u64);
+    let long_extension = format!("10;ext={}\r\n", "x".repeat(64 * 1024));
+    let faults: [(&str, &[u8]); 2] = [
+        ("a chunk size that is no number", b"zz\r\n"),
+        ("chunk extensions past the limit", long_extension.as_bytes()),
+    ];
+    let mut offset = 0;
+    for (what, fault) in faults {
+        let mut conn = tus("PATCH", &url)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", &offset.to_string())
+            .header("Transfer-Encoding", "chunked")
+            .open();
+        conn.write_chunk(&data[offset..offset + 20_000])
+            .expect("a good chunk");
+        // The server may answer and close before it has read all of a long fault.
+        let _ = conn.write_all(fault);
+        let r = conn.read_response().expect("an answer to the broken body");
+        assert_status(&r, &[400], what);
+        assert!(
+            r.text().contains("ERR_MALFORMED_BODY"),
+            "{what}: {}",
+            r.describe()
+        );
+        offset += 20_000;
+        assert_eq!(
+            head_offset(&url),
+            offset as u64,
+            "{what}: the good chunk is kept"
+        );
+    }
+    patch_ok(&url, offset as u64, &data[offset..]);
+    assert_eq!(sha256_hex(&get_bytes(&url)), sha256_hex(&data));
+}
+
+/// RFC 9112 §6.1: a transfer coding tusk does not implement (`gzip` before `chunked`) gets
+/// 501, and none of the still-coded bytes are stored as the upload's content.
+#[test]
+fn unknown_transfer_coding_is_not_implemented() {
+    let s = TestServer::spawn();
+    let url = create(&s, 100);
+    let r = tus("PATCH", &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Transfer-Encoding", "gzip, chunked")
+        .chunked(vec![b"\x1f\x8b\x08\x00coded".to_vec()], Vec::new())
+        .send();
+    assert_status(&r, &[501], "PATCH with Transfer-Encoding: gzip, chunked");
+    assert_eq!(head_offset(&url), 0, "nothing of the coded body was stored");
+    let r = tus("POST", s.endpoint())
+        .header("Upload-Length", "5")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Transfer-Encoding", "gzip, chunked")
+        .chunked(vec![b"coded".to_vec()], Vec::new())
+        .send();
+    assert_status(&r, &[501], "creation-with-upload with gzip");
+    assert!(!r.has("Location"), "{}", r.describe());
+}

@@ -161,18 +161,27 @@ pub async fn serve(
         Ok(version) => version,
         Err(text) => return problem::unsupported_version(&text),
     };
-    let result = match (target, method) {
-        (_, &Method::OPTIONS) => Ok(options(state, version)),
-        (Target::Endpoint, &Method::POST) => transfer::create(state, version, request, body).await,
-        (Target::Endpoint, _) => Err(TusError::MethodNotAllowed),
-        (Target::NoSuchUpload, _) => Err(TusError::NotFound),
-        (Target::Upload(id), &Method::HEAD) => offset(state, version, id).await,
-        (Target::Upload(id), &Method::PATCH) => {
-            transfer::append(state, version, id, request, body).await
+    // The same refusal of repeated single-value fields as for tus requests (see `routes`).
+    let result = if let Err(refused) = super::require_single_values(&request.headers) {
+        Err(refused)
+    } else {
+        match (target, method) {
+            (_, &Method::OPTIONS) => Ok(options(state, version)),
+            (Target::Endpoint, &Method::POST) => {
+                transfer::create(state, version, request, body).await
+            }
+            (Target::Endpoint, _) => Err(TusError::MethodNotAllowed),
+            (Target::NoSuchUpload, _) => Err(TusError::NotFound),
+            (Target::Upload(id), &Method::HEAD) => offset(state, version, id).await,
+            (Target::Upload(id), &Method::PATCH) => {
+                transfer::append(state, version, id, request, body).await
+            }
+            (Target::Upload(id), &Method::DELETE) => cancel(state, id, request).await,
+            (Target::Upload(id), &Method::GET) => {
+                super::download::download(state, id, request).await
+            }
+            (Target::Upload(_), _) => Err(TusError::MethodNotAllowed),
         }
-        (Target::Upload(id), &Method::DELETE) => cancel(state, id, request).await,
-        (Target::Upload(id), &Method::GET) => super::download::download(state, id, request).await,
-        (Target::Upload(_), _) => Err(TusError::MethodNotAllowed),
     };
     result.unwrap_or_else(|err| problem::response(state, version, err))
 }
