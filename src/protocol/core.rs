@@ -25,7 +25,6 @@ use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
-use crate::transfer::body::TrailerSlot;
 use crate::transfer::journal::Journaled;
 use crate::transfer::pipeline::{
     self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
@@ -168,9 +167,9 @@ pub async fn receive(
     guard: &UploadGuard,
 ) -> Result<()> {
     if super::content_length(&request.headers)
-        .is_some_and(|declared| declared > room_for_body(state, info))
+        .is_some_and(|declared| declared > room_for_body(state, request, info))
     {
-        return Err(too_large(state, info));
+        return Err(too_large(state, request, info));
     }
     let client = request
         .client_ip(&state.settings.server)
@@ -203,7 +202,7 @@ pub async fn receive(
         let start = info.offset;
         let plan = AppendPlan {
             start,
-            max_bytes: room_for_body(state, info),
+            max_bytes: room_for_body(state, request, info),
             idle_timeout: state.settings.timeouts.body_idle.0,
             stop: stop.clone(),
             checkpoint: checksum.is_none().then(|| checkpoint_policy(request)),
@@ -251,7 +250,7 @@ pub async fn receive(
 
     // Whatever follows (cutting a refused chunk, committing) needs the lease still held.
     guard.confirm().await?;
-    let verdict = check_chunk(state, info, &outcome, checksum, hasher, &request.trailers).await;
+    let verdict = check_chunk(state, request, info, &outcome, checksum, hasher).await;
     if let Err(refused) = verdict {
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
@@ -280,7 +279,7 @@ pub async fn receive(
         state.sessions.put(info).await?;
     }
 
-    ending(state, info, outcome.end)
+    ending(state, request, info, outcome.end)
 }
 
 /// The pre-finish hook sees the complete upload before it is committed as finished. A
@@ -353,14 +352,15 @@ async fn request_buffer(
 /// when one was announced (then only a complete body can match).
 async fn check_chunk(
     state: &AppState,
+    request: &RequestParts,
     info: &UploadInfo,
     outcome: &AppendOutcome,
     checksum: Option<ChecksumRequest>,
     hasher: Option<Hasher>,
-    trailers: &TrailerSlot,
 ) -> Result<()> {
+    let trailers = &request.trailers;
     match (&outcome.end, checksum) {
-        (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
+        (AppendEnd::TooLarge, _) => Err(too_large(state, request, info)),
         (AppendEnd::Complete, Some(wanted)) => {
             checksum::verify(state, info, outcome.written, wanted, hasher, trailers).await
         }
@@ -372,10 +372,15 @@ async fn check_chunk(
 }
 
 /// What the client hears once what it sent is committed.
-fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
+fn ending(
+    state: &AppState,
+    request: &RequestParts,
+    info: &UploadInfo,
+    end: AppendEnd,
+) -> Result<()> {
     match end {
         AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),
-        AppendEnd::TooLarge => Err(too_large(state, info)),
+        AppendEnd::TooLarge => Err(too_large(state, request, info)),
         AppendEnd::Interrupted(err) => Err(TusError::BodyInterrupted(err)),
         AppendEnd::IdleTimeout => Err(TusError::BodyTimeout(
             state.settings.timeouts.body_idle.0.as_secs(),
@@ -492,11 +497,17 @@ fn advance(state: &AppState, info: &mut UploadInfo, offset: u64, next: UploadSta
 }
 
 /// How many bytes one body may still carry for this upload.
-fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
-    let ceiling = info
-        .length
-        .or(state.settings.max_size())
-        .unwrap_or(u64::MAX);
+///
+/// While the length is deferred the ceiling is the smaller of Tus-Max-Size and the owner's
+/// own limit: otherwise a token limited to 1,000 bytes could store any amount by never
+/// declaring a length (the declaration itself is checked in [`creation::declare_length`]).
+fn room_for_body(state: &AppState, request: &RequestParts, info: &UploadInfo) -> u64 {
+    let owner_max = request.principal.as_ref().and_then(|p| p.max_size);
+    let deferred_max = match (state.settings.max_size(), owner_max) {
+        (Some(server), Some(owner)) => Some(server.min(owner)),
+        (server, owner) => server.or(owner),
+    };
+    let ceiling = info.length.or(deferred_max).unwrap_or(u64::MAX);
     let room = ceiling.saturating_sub(info.offset);
     state
         .settings
@@ -504,8 +515,8 @@ fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
         .map_or(room, |cap| room.min(cap))
 }
 
-fn too_large(state: &AppState, info: &UploadInfo) -> TusError {
-    let room = room_for_body(state, info);
+fn too_large(state: &AppState, request: &RequestParts, info: &UploadInfo) -> TusError {
+    let room = room_for_body(state, request, info);
     TusError::TooLarge(format!(
         "the body may carry at most {room} more bytes for this upload (offset {}, length {})",
         info.offset,
