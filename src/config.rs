@@ -305,6 +305,8 @@ pub struct LimitSettings {
     pub max_metadata_size: ByteSize,
     /// Memory all request buffers may take together; beyond it new PATCHes get 503.
     pub max_buffer_memory: ByteSize,
+    /// Most parts one `Upload-Concat: final;...` may name.
+    pub max_concat_parts: usize,
 }
 
 impl Default for LimitSettings {
@@ -314,6 +316,7 @@ impl Default for LimitSettings {
             max_append_size: ByteSize(0),
             max_metadata_size: ByteSize(16 * 1024),
             max_buffer_memory: ByteSize(256 << 20),
+            max_concat_parts: 128,
         }
     }
 }
@@ -760,6 +763,9 @@ impl Settings {
                 "limits.max_buffer_memory",
                 "must be at least 64KiB",
             ));
+        }
+        if self.limits.max_concat_parts == 0 {
+            return Err(invalid("limits.max_concat_parts", "must be greater than 0"));
         }
         if self.admin.enabled && self.admin.token_file.as_os_str().is_empty() {
             return Err(invalid(
