@@ -305,6 +305,13 @@ pub struct LimitSettings {
     pub max_metadata_size: ByteSize,
     /// Memory all request buffers may take together; beyond it new PATCHes get 503.
     pub max_buffer_memory: ByteSize,
+    /// Percent of `max_buffer_memory` the bodies of one client address may hold together.
+    pub max_buffer_share_percent: u8,
+    /// A body slower than this many bytes per second, averaged over `min_body_rate_window`,
+    /// ends with its bytes kept; 0 = no minimum.
+    pub min_body_rate: ByteSize,
+    /// The window over which `min_body_rate` is averaged.
+    pub min_body_rate_window: HumanDuration,
     /// Most parts one `Upload-Concat: final;...` may name.
     pub max_concat_parts: usize,
 }
@@ -316,6 +323,9 @@ impl Default for LimitSettings {
             max_append_size: ByteSize(0),
             max_metadata_size: ByteSize(16 * 1024),
             max_buffer_memory: ByteSize(256 << 20),
+            max_buffer_share_percent: 25,
+            min_body_rate: ByteSize(1024),
+            min_body_rate_window: HumanDuration(Duration::from_secs(60)),
             max_concat_parts: 128,
         }
     }
@@ -762,6 +772,18 @@ impl Settings {
             return Err(invalid(
                 "limits.max_buffer_memory",
                 "must be at least 64KiB",
+            ));
+        }
+        if !(1..=100).contains(&self.limits.max_buffer_share_percent) {
+            return Err(invalid(
+                "limits.max_buffer_share_percent",
+                "must be from 1 to 100",
+            ));
+        }
+        if self.limits.min_body_rate_window.0.is_zero() {
+            return Err(invalid(
+                "limits.min_body_rate_window",
+                "must be greater than 0",
             ));
         }
         if self.limits.max_concat_parts == 0 {

@@ -75,6 +75,14 @@ pub enum TusError {
     /// The client's body broke off; received bytes were kept unless a checksum was announced.
     #[error("request body interrupted: {0}")]
     BodyInterrupted(std::io::Error),
+    /// The body arrived slower than `limits.min_body_rate`; received bytes were kept.
+    #[error("the body arrived slower than {min_rate} bytes/s over {window_secs} s; received bytes were kept, resume from Upload-Offset")]
+    BodyTooSlow {
+        /// The minimum rate, bytes per second.
+        min_rate: u64,
+        /// The window it is averaged over, seconds.
+        window_secs: u64,
+    },
     /// The request ran past `timeouts.request_max`; received bytes were kept.
     #[error("the request ran longer than {0} seconds; received bytes were kept")]
     RequestDeadline(u64),
@@ -196,6 +204,7 @@ impl TusError {
             // Like tusd: clients (tus-js-client) retry only on 5xx, and the client that
             // stalled or broke off should retry from the committed offset.
             TusError::BodyTimeout(_)
+            | TusError::BodyTooSlow { .. }
             | TusError::BodyInterrupted(_)
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TusError::TokenRequired | TusError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -234,6 +243,7 @@ impl TusError {
             TusError::ChecksumMismatch => "ERR_CHECKSUM_MISMATCH",
             TusError::RangeNotSatisfiable { .. } => "ERR_RANGE_NOT_SATISFIABLE",
             TusError::BodyTimeout(_) => "ERR_BODY_TIMEOUT",
+            TusError::BodyTooSlow { .. } => "ERR_BODY_TOO_SLOW",
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
             TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
             TusError::Overloaded => "ERR_SERVER_BUSY",
@@ -284,6 +294,7 @@ impl TusError {
             }
             TusError::Locked
             | TusError::BodyTimeout(_)
+            | TusError::BodyTooSlow { .. }
             | TusError::RequestDeadline(_)
             | TusError::BackendUnavailable(_)
             | TusError::Overloaded => {

@@ -197,7 +197,13 @@ impl AppState {
             Backend::S3 => open_shared(&settings).await?,
         };
         let (sessions, journal) = open_journal(&settings, sessions, &blobs).await?;
-        let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
+        let budget = settings.limits.max_buffer_memory.0;
+        // Multiplied first: 100% must be the whole budget, not a rounded-down part of it.
+        let share = u128::from(budget) * u128::from(settings.limits.max_buffer_share_percent) / 100;
+        let pool = BufferPool::with_client_share(
+            BufferBudget::new(budget),
+            usize::try_from(share).unwrap_or(usize::MAX),
+        );
         let admin_token = read_admin_token(&settings)?;
         let auth = Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())?;
         if !auth.requires_token() {

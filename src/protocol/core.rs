@@ -27,7 +27,7 @@ use crate::state::AppState;
 use crate::storage::BlobWriter;
 use crate::transfer::journal::Journaled;
 use crate::transfer::pipeline::{
-    self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
+    self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy, RateFloor,
 };
 use crate::transfer::policy::{self, InterfaceKind};
 use crate::transfer::profile::{ClientKey, PatchReport};
@@ -171,10 +171,16 @@ pub async fn receive(
     {
         return Err(too_large(state, request, info));
     }
-    let client = request
-        .client_ip(&state.settings.server)
-        .map(ClientKey::Address);
-    let mut buffer = request_buffer(state, request, client.as_ref()).await?;
+    let client_ip = request.client_ip(&state.settings.server);
+    let client = client_ip.map(ClientKey::Address);
+    let mut buffer = request_buffer(state, request, client_ip, client.as_ref()).await?;
+    let limits = &state.settings.limits;
+    if limits.min_body_rate.0 > 0 {
+        buffer.set_rate_floor(RateFloor::new(
+            limits.min_body_rate.0,
+            limits.min_body_rate_window.0,
+        ));
+    }
     // Stopped by a newer request (the lock) or by the interface monitor (address gone); one
     // token for both, so the lock table knows a stopping holder is about to commit.
     let stop = guard.stop_requested();
@@ -323,10 +329,12 @@ fn checkpoint_policy(request: &RequestParts) -> CheckpointPolicy {
 }
 
 /// The buffer for one request body: sized by the policy (client profile, else interface kind)
-/// or fixed by `[transfer] buffer`; 503 when the memory budget stays spent.
+/// or fixed by `[transfer] buffer`, within the client address's share of the memory budget;
+/// 503 when that share or the budget stays spent.
 async fn request_buffer(
     state: &AppState,
     request: &RequestParts,
+    client_ip: Option<std::net::IpAddr>,
     client: Option<&ClientKey>,
 ) -> Result<AdaptiveBuffer> {
     let (class, adaptive) = match state.settings.transfer.buffer {
@@ -343,7 +351,7 @@ async fn request_buffer(
             false,
         ),
     };
-    AdaptiveBuffer::acquire(&state.pool, class, adaptive, BUDGET_WAIT)
+    AdaptiveBuffer::acquire_for(&state.pool, client_ip, class, adaptive, BUDGET_WAIT)
         .await
         .ok_or(TusError::Overloaded)
 }
@@ -388,6 +396,10 @@ fn ending(
         AppendEnd::DeadlineReached => Err(TusError::RequestDeadline(
             state.settings.timeouts.request_max.0.as_secs(),
         )),
+        AppendEnd::TooSlow => Err(TusError::BodyTooSlow {
+            min_rate: state.settings.limits.min_body_rate.0,
+            window_secs: state.settings.limits.min_body_rate_window.0.as_secs(),
+        }),
         // A newer request took the upload over; this (usually dead) client should re-sync.
         AppendEnd::Stopped => Err(TusError::Locked),
         AppendEnd::WriteFailed(err) => Err(err.into()),
