@@ -96,6 +96,8 @@ pub struct ServerSettings {
     /// believed, for Location URLs and the client address. From anyone else those headers are
     /// ignored, or clients could steer Location elsewhere and pose as other clients.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// Open connections at most; beyond it new connections are closed at once. 0 = no cap.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -105,6 +107,7 @@ impl Default for ServerSettings {
             port: 1080,
             base_path: "/files/".to_owned(),
             trusted_proxies: Vec::new(),
+            max_connections: 4096,
         }
     }
 }
@@ -314,6 +317,14 @@ pub struct LimitSettings {
     pub min_body_rate_window: HumanDuration,
     /// Most parts one `Upload-Concat: final;...` may name.
     pub max_concat_parts: usize,
+    /// Most keys one Upload-Metadata header may carry.
+    pub max_metadata_keys: usize,
+    /// Creations per second one client address may make, on average; 0 = unlimited.
+    pub creation_rate: u32,
+    /// Creations one client address may make at once before `creation_rate` applies.
+    pub creation_burst: u32,
+    /// Client addresses (IPs or CIDRs) the creation rate does not apply to.
+    pub creation_rate_exempt: Vec<IpNetwork>,
 }
 
 impl Default for LimitSettings {
@@ -327,6 +338,13 @@ impl Default for LimitSettings {
             min_body_rate: ByteSize(1024),
             min_body_rate_window: HumanDuration(Duration::from_secs(60)),
             max_concat_parts: 128,
+            max_metadata_keys: 64,
+            creation_rate: 50,
+            creation_burst: 500,
+            creation_rate_exempt: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|net| net.parse().ok().map(IpNetwork))
+                .collect(),
         }
     }
 }
@@ -788,6 +806,12 @@ impl Settings {
         }
         if self.limits.max_concat_parts == 0 {
             return Err(invalid("limits.max_concat_parts", "must be greater than 0"));
+        }
+        if self.limits.max_metadata_keys == 0 {
+            return Err(invalid(
+                "limits.max_metadata_keys",
+                "must be greater than 0",
+            ));
         }
         if self.admin.enabled && self.admin.token_file.as_os_str().is_empty() {
             return Err(invalid(

@@ -118,6 +118,12 @@ pub enum TusError {
         /// Seconds until one more creation is allowed.
         retry_after: u64,
     },
+    /// This client address created uploads faster than `limits.creation_rate` allows.
+    #[error("too many uploads created from this address; retry in {retry_after} seconds")]
+    CreationRateLimited {
+        /// Seconds until one more creation is allowed.
+        retry_after: u64,
+    },
     /// The owner's unfinished uploads would announce more bytes than allowed.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -209,9 +215,9 @@ impl TusError {
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TusError::TokenRequired | TusError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             TusError::Forbidden(_) => StatusCode::FORBIDDEN,
-            TusError::RateLimited { .. } | TusError::QuotaExceeded(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            TusError::RateLimited { .. }
+            | TusError::CreationRateLimited { .. }
+            | TusError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             TusError::Conflict(_) => StatusCode::CONFLICT,
             TusError::Overloaded
             | TusError::HookUnavailable(_)
@@ -250,7 +256,9 @@ impl TusError {
             TusError::TokenRequired => "ERR_TOKEN_REQUIRED",
             TusError::Unauthorized(_) => "ERR_INVALID_TOKEN",
             TusError::Forbidden(_) => "ERR_FORBIDDEN",
-            TusError::RateLimited { .. } => "ERR_RATE_LIMITED",
+            TusError::RateLimited { .. } | TusError::CreationRateLimited { .. } => {
+                "ERR_RATE_LIMITED"
+            }
             TusError::QuotaExceeded(_) => "ERR_QUOTA_EXCEEDED",
             TusError::Conflict(_) => "ERR_CONFLICT",
             TusError::HookRejected { .. } => "ERR_HOOK_REJECTED",
@@ -303,7 +311,8 @@ impl TusError {
             TusError::QuotaExceeded(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));
             }
-            TusError::RateLimited { retry_after } => {
+            TusError::RateLimited { retry_after }
+            | TusError::CreationRateLimited { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             TusError::TokenRequired => {

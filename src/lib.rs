@@ -11,6 +11,7 @@
 //! - [`session`] — upload records in sled, per-upload locks, the expiry sweeper (only this
 //!   module imports sled).
 //! - [`storage`] — upload bytes, one file per upload.
+//! - [`admission`] — per-address creation rate, connection cap, throttled refusal logs.
 //! - [`auth`] — HS256 tokens, key rotation, signed download links, per-owner limits.
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
@@ -21,6 +22,7 @@
 //!
 //! Invariant: the offset stored for an upload never exceeds the bytes durably written for it.
 
+pub mod admission;
 pub mod auth;
 pub mod checksum;
 pub mod commands;

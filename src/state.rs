@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
 use crate::config::{Backend, Settings};
 use crate::error::{Result, TusError};
@@ -183,6 +184,8 @@ pub struct AppState {
     /// Small fsync commits share one fdatasync here (local backend); `None` where that does
     /// not apply.
     pub journal: Option<CommitJournal>,
+    /// Limits on creations per address and on connections, in every auth mode.
+    pub admission: Arc<Admission>,
 }
 
 impl AppState {
@@ -212,6 +215,7 @@ impl AppState {
         let metrics = Metrics::default();
         let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
+            admission: Arc::new(Admission::new(&settings.limits)),
             journal,
             auth: Arc::new(auth),
             hooks,

@@ -1,6 +1,8 @@
 //! Memory pressure: `limits.max_buffer_memory` turns extra PATCHes away with 503; one
-//! address's slow bodies cannot take it all.
+//! address's slow bodies cannot take it all; `server.max_connections` closes the excess.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,4 +199,51 @@ fn a_body_below_the_minimum_rate_is_ended_with_its_bytes_kept() {
     assert!(kept > 0 && kept <= sent, "kept {kept} of {sent}");
     resume_to_end(&url, &source, LEN, Duration::from_secs(10));
     assert_complete(&url, &source, "resumed after the slow body");
+}
+
+/// Issue 23, item 10: beyond `server.max_connections` open connections, new ones are closed
+/// at once (and that is logged); once one closes, a new one is served again.
+#[test]
+fn connections_beyond_max_connections_are_closed() {
+    needs_spawned_server!();
+    let server = TestServer::spawn_with_config("[server]\nmax_connections = 3\n");
+    let addr = crate::server_addr(&server);
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let served = |what: &str| -> bool {
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!(
+            "OPTIONS {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            path_of(server.endpoint()),
+            server.authority()
+        );
+        let _ = extra.write_all(request.as_bytes());
+        let mut answer = Vec::new();
+        let _ = extra.read_to_end(&mut answer);
+        println!(
+            "{what}: {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(40)])
+        );
+        answer.starts_with(b"HTTP/1.1 204")
+    };
+    assert!(
+        !served("a fourth connection"),
+        "served beyond max_connections = 3"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .stderr()
+            .contains("server.max_connections")),
+        "the refusal was not logged:\n{}",
+        server.stderr()
+    );
+    drop(idle);
+    assert!(
+        wait_until(Duration::from_secs(5), || served(
+            "after the idle ones closed"
+        )),
+        "no connection served after the idle ones closed"
+    );
 }
