@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::config::{IpNetwork, LimitSettings};
 
 /// A refusal is logged at most once per this interval (per kind), with the count suppressed.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -81,17 +80,18 @@ struct Bucket {
 pub struct CreationLimiter {
     rate: f64,
     burst: f64,
-    exempt: Vec<IpNetwork>,
+    exempt: Vec<IpNet>,
     buckets: Mutex<LruCache<IpAddr, Bucket>>,
 }
 
 impl CreationLimiter {
-    /// From `[limits]`; `None` when `creation_rate` is 0.
-    pub fn new(limits: &LimitSettings) -> Option<CreationLimiter> {
-        (limits.creation_rate > 0).then(|| CreationLimiter {
-            rate: f64::from(limits.creation_rate),
-            burst: f64::from(limits.creation_burst.max(1)),
-            exempt: limits.creation_rate_exempt.clone(),
+    /// `rate` creations per second and `burst` at once per address, except from `exempt`
+    /// networks; `None` when `rate` is 0 (unlimited).
+    pub fn new(rate: u32, burst: u32, exempt: Vec<IpNet>) -> Option<CreationLimiter> {
+        (rate > 0).then(|| CreationLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            exempt,
             buckets: Mutex::new(LruCache::new(
                 NonZeroUsize::new(TRACKED_ADDRESSES).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -104,7 +104,7 @@ impl CreationLimiter {
     /// The whole seconds until one is available again (at least 1), for Retry-After.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         let ip = ip.to_canonical();
-        if self.exempt.iter().any(|net| net.contains(ip)) {
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
             return Ok(());
         }
         let key = bucket_key(ip);
@@ -179,10 +179,10 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// From `[limits]`.
-    pub fn new(limits: &LimitSettings) -> Admission {
+    /// With `creations` as the per-address creation limit (`None` = unlimited).
+    pub fn new(creations: Option<CreationLimiter>) -> Admission {
         Admission {
-            creations: CreationLimiter::new(limits),
+            creations,
             creation_log: LogThrottle::default(),
             metadata_log: LogThrottle::default(),
             connection_log: LogThrottle::default(),
@@ -195,16 +195,8 @@ mod tests {
     use super::*;
 
     fn limiter(rate: u32, burst: u32, exempt: &[&str]) -> CreationLimiter {
-        let limits = LimitSettings {
-            creation_rate: rate,
-            creation_burst: burst,
-            creation_rate_exempt: exempt
-                .iter()
-                .map(|n| IpNetwork(n.parse().unwrap()))
-                .collect(),
-            ..LimitSettings::default()
-        };
-        CreationLimiter::new(&limits).unwrap()
+        let exempt = exempt.iter().map(|n| n.parse().unwrap()).collect();
+        CreationLimiter::new(rate, burst, exempt).unwrap()
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, CreationLimiter};
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
 use crate::config::{Backend, Settings};
 use crate::error::{Result, TusError};
@@ -215,7 +215,16 @@ impl AppState {
         let metrics = Metrics::default();
         let hooks = Hooks::new(&settings.hooks, metrics.clone(), Arc::clone(&sessions));
         let state = AppState {
-            admission: Arc::new(Admission::new(&settings.limits)),
+            admission: Arc::new(Admission::new(CreationLimiter::new(
+                settings.limits.creation_rate,
+                settings.limits.creation_burst,
+                settings
+                    .limits
+                    .creation_rate_exempt
+                    .iter()
+                    .map(|n| n.0)
+                    .collect(),
+            ))),
             journal,
             auth: Arc::new(auth),
             hooks,
