@@ -100,6 +100,8 @@ pub struct ServerSettings {
     /// and signed download links are built from it, never from the request's `Host` or
     /// forwarded headers. Empty: from `Host` (or a trusted proxy's forwarded headers).
     pub public_url: String,
+    /// Open connections at most; beyond it new connections are closed at once. 0 = no cap.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -110,6 +112,7 @@ impl Default for ServerSettings {
             base_path: "/files/".to_owned(),
             trusted_proxies: Vec::new(),
             public_url: String::new(),
+            max_connections: 4096,
         }
     }
 }
@@ -328,6 +331,23 @@ pub struct LimitSettings {
     pub max_metadata_size: ByteSize,
     /// Memory all request buffers may take together; beyond it new PATCHes get 503.
     pub max_buffer_memory: ByteSize,
+    /// Percent of `max_buffer_memory` the bodies of one client address may hold together.
+    pub max_buffer_share_percent: u8,
+    /// A body slower than this many bytes per second, averaged over `min_body_rate_window`,
+    /// ends with its bytes kept; 0 = no minimum.
+    pub min_body_rate: ByteSize,
+    /// The window over which `min_body_rate` is averaged.
+    pub min_body_rate_window: HumanDuration,
+    /// Most parts one `Upload-Concat: final;...` may name.
+    pub max_concat_parts: usize,
+    /// Most keys one Upload-Metadata header may carry.
+    pub max_metadata_keys: usize,
+    /// Creations per second one client address may make, on average; 0 = unlimited.
+    pub creation_rate: u32,
+    /// Creations one client address may make at once before `creation_rate` applies.
+    pub creation_burst: u32,
+    /// Client addresses (IPs or CIDRs) the creation rate does not apply to.
+    pub creation_rate_exempt: Vec<IpNetwork>,
 }
 
 impl Default for LimitSettings {
@@ -337,6 +357,17 @@ impl Default for LimitSettings {
             max_append_size: ByteSize(0),
             max_metadata_size: ByteSize(16 * 1024),
             max_buffer_memory: ByteSize(256 << 20),
+            max_buffer_share_percent: 25,
+            min_body_rate: ByteSize(1024),
+            min_body_rate_window: HumanDuration(Duration::from_secs(60)),
+            max_concat_parts: 128,
+            max_metadata_keys: 64,
+            creation_rate: 50,
+            creation_burst: 500,
+            creation_rate_exempt: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|net| net.parse().ok().map(IpNetwork))
+                .collect(),
         }
     }
 }
@@ -799,6 +830,27 @@ impl Settings {
             return Err(invalid(
                 "limits.max_buffer_memory",
                 "must be at least 64KiB",
+            ));
+        }
+        if !(1..=100).contains(&self.limits.max_buffer_share_percent) {
+            return Err(invalid(
+                "limits.max_buffer_share_percent",
+                "must be from 1 to 100",
+            ));
+        }
+        if self.limits.min_body_rate_window.0.is_zero() {
+            return Err(invalid(
+                "limits.min_body_rate_window",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.max_concat_parts == 0 {
+            return Err(invalid("limits.max_concat_parts", "must be greater than 0"));
+        }
+        if self.limits.max_metadata_keys == 0 {
+            return Err(invalid(
+                "limits.max_metadata_keys",
+                "must be greater than 0",
             ));
         }
         if self.admin.enabled && self.admin.token_file.as_os_str().is_empty() {

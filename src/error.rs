@@ -84,6 +84,14 @@ pub enum TusError {
     /// The body's HTTP framing was malformed (a client error); received bytes were kept.
     #[error("{0}; received bytes were kept")]
     MalformedBody(std::io::Error),
+    /// The body arrived slower than `limits.min_body_rate`; received bytes were kept.
+    #[error("the body arrived slower than {min_rate} bytes/s over {window_secs} s; received bytes were kept, resume from Upload-Offset")]
+    BodyTooSlow {
+        /// The minimum rate, bytes per second.
+        min_rate: u64,
+        /// The window it is averaged over, seconds.
+        window_secs: u64,
+    },
     /// The request ran past `timeouts.request_max`; received bytes were kept.
     #[error("the request ran longer than {0} seconds; received bytes were kept")]
     RequestDeadline(u64),
@@ -122,6 +130,12 @@ pub enum TusError {
     /// The owner created too many uploads in the last hour.
     #[error("too many uploads created in the last hour; retry in {retry_after} seconds")]
     RateLimited {
+        /// Seconds until one more creation is allowed.
+        retry_after: u64,
+    },
+    /// This client address created uploads faster than `limits.creation_rate` allows.
+    #[error("too many uploads created from this address; retry in {retry_after} seconds")]
+    CreationRateLimited {
         /// Seconds until one more creation is allowed.
         retry_after: u64,
     },
@@ -221,13 +235,14 @@ impl TusError {
             // Like tusd: clients (tus-js-client) retry only on 5xx, and the client that
             // stalled or broke off should retry from the committed offset.
             TusError::BodyTimeout(_)
+            | TusError::BodyTooSlow { .. }
             | TusError::BodyInterrupted(_)
             | TusError::RequestDeadline(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TusError::TokenRequired | TusError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             TusError::Forbidden(_) => StatusCode::FORBIDDEN,
-            TusError::RateLimited { .. } | TusError::QuotaExceeded(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            TusError::RateLimited { .. }
+            | TusError::CreationRateLimited { .. }
+            | TusError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             TusError::Conflict(_) => StatusCode::CONFLICT,
             TusError::Overloaded
             | TusError::ShuttingDown
@@ -263,6 +278,7 @@ impl TusError {
             TusError::ChecksumMismatch => "ERR_CHECKSUM_MISMATCH",
             TusError::RangeNotSatisfiable { .. } => "ERR_RANGE_NOT_SATISFIABLE",
             TusError::BodyTimeout(_) => "ERR_BODY_TIMEOUT",
+            TusError::BodyTooSlow { .. } => "ERR_BODY_TOO_SLOW",
             TusError::BodyInterrupted(_) => "ERR_BODY_INTERRUPTED",
             TusError::MalformedBody(_) => "ERR_MALFORMED_BODY",
             TusError::RequestDeadline(_) => "ERR_REQUEST_DEADLINE",
@@ -272,7 +288,9 @@ impl TusError {
             TusError::TokenRequired => "ERR_TOKEN_REQUIRED",
             TusError::Unauthorized(_) => "ERR_INVALID_TOKEN",
             TusError::Forbidden(_) => "ERR_FORBIDDEN",
-            TusError::RateLimited { .. } => "ERR_RATE_LIMITED",
+            TusError::RateLimited { .. } | TusError::CreationRateLimited { .. } => {
+                "ERR_RATE_LIMITED"
+            }
             TusError::QuotaExceeded(_) => "ERR_QUOTA_EXCEEDED",
             TusError::Conflict(_) => "ERR_CONFLICT",
             TusError::HookRejected { .. } => "ERR_HOOK_REJECTED",
@@ -316,6 +334,7 @@ impl TusError {
             }
             TusError::Locked
             | TusError::BodyTimeout(_)
+            | TusError::BodyTooSlow { .. }
             | TusError::RequestDeadline(_)
             | TusError::BackendUnavailable(_)
             | TusError::OutOfDescriptors
@@ -329,7 +348,8 @@ impl TusError {
             TusError::QuotaExceeded(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));
             }
-            TusError::RateLimited { retry_after } => {
+            TusError::RateLimited { retry_after }
+            | TusError::CreationRateLimited { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             TusError::TokenRequired => {

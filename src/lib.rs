@@ -12,6 +12,7 @@
 //!   module imports sled).
 //! - [`storage`] — upload bytes, one file per upload.
 //! - [`recovery`] — start-up reconciliation of bytes and records; `tusk recover`.
+//! - [`admission`] — per-address creation rate, connection cap, throttled refusal logs.
 //! - [`auth`] — HS256 tokens, key rotation, signed download links, per-owner limits.
 //! - [`checksum`] — hash algorithms of the checksum extension.
 //! - [`upload`] — upload ids and records.
@@ -22,6 +23,7 @@
 //!
 //! Invariant: the offset stored for an upload never exceeds the bytes durably written for it.
 
+pub mod admission;
 pub mod auth;
 pub mod checksum;
 pub mod commands;

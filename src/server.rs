@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::admission::ConnectionLimit;
 use crate::metrics::UploadEvent;
 use crate::routes::routes;
 use crate::session::expiry;
@@ -81,6 +82,7 @@ pub async fn run(
         .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
 
+    let connections = ConnectionLimit::new(state.settings.server.max_connections);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -94,6 +96,20 @@ pub async fn run(
                     continue;
                 }
             },
+        };
+        let Ok(slot) = connections.try_open() else {
+            // Closed at once: a flood of idle connections must not take the memory and file
+            // descriptors that the uploads in progress need.
+            crate::admission::note_refusal(&state.admission.connection_log, |suppressed| {
+                tracing::warn!(
+                    client = %remote.ip(),
+                    max = state.settings.server.max_connections,
+                    suppressed,
+                    "connection refused: server.max_connections are open"
+                );
+            });
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = stream
@@ -133,6 +149,8 @@ pub async fn run(
         // The handshake runs here, in the connection's task, so a slow client never holds up
         // the accept loop.
         tokio::spawn(async move {
+            // The slot is given back when the connection's task ends.
+            let _slot = slot;
             let served = match acceptor {
                 None => {
                     let stream = interim_writer.with_inner(stream);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::{Admission, CreationLimiter};
 use crate::auth::{AuthSetupError, Authority, SECRET_ENV};
 use crate::config::{Backend, Durability, Settings};
 use crate::error::{Result, TusError};
@@ -190,6 +191,8 @@ pub struct AppState {
     /// Small fsync commits share one fdatasync here (local backend); `None` where that does
     /// not apply.
     pub journal: Option<CommitJournal>,
+    /// Limits on creations per address and on connections, in every auth mode.
+    pub admission: Arc<Admission>,
 }
 
 impl AppState {
@@ -204,7 +207,13 @@ impl AppState {
             Backend::S3 => open_shared(&settings).await?,
         };
         let (sessions, journal) = open_journal(&settings, sessions, &blobs).await?;
-        let pool = BufferPool::new(BufferBudget::new(settings.limits.max_buffer_memory.0));
+        let budget = settings.limits.max_buffer_memory.0;
+        // Multiplied first: 100% must be the whole budget, not a rounded-down part of it.
+        let share = u128::from(budget) * u128::from(settings.limits.max_buffer_share_percent) / 100;
+        let pool = BufferPool::with_client_share(
+            BufferBudget::new(budget),
+            usize::try_from(share).unwrap_or(usize::MAX),
+        );
         let admin_token = read_admin_token(&settings)?;
         let auth = Authority::new(&settings.auth, std::env::var(SECRET_ENV).ok())?;
         if !auth.requires_token() {
@@ -221,6 +230,16 @@ impl AppState {
         )
         .map_err(StartError::HookOutbox)?;
         let state = AppState {
+            admission: Arc::new(Admission::new(CreationLimiter::new(
+                settings.limits.creation_rate,
+                settings.limits.creation_burst,
+                settings
+                    .limits
+                    .creation_rate_exempt
+                    .iter()
+                    .map(|n| n.0)
+                    .collect(),
+            ))),
             journal,
             auth: Arc::new(auth),
             hooks,

@@ -639,6 +639,48 @@ fn auth_per_owner_max_size_gives_413() {
     assert_status(&r, &[413], "declared length over the owner's limit");
 }
 
+/// Issue 23, item 6: a deferred-length upload never carries more than the owner's limit,
+/// whether the PATCH announces its size or streams it chunked without ever declaring a length.
+#[test]
+fn auth_per_owner_max_size_holds_the_bytes_of_a_deferred_upload() {
+    needs_spawned_server!();
+    let (s, _keys) = token_server("max_upload_size = 1000\n");
+    let t = token("gus");
+    let r = with_token(tus("POST", s.endpoint()), &t)
+        .header("Upload-Defer-Length", "1")
+        .send();
+    assert_status(&r, &[201], "deferred");
+    let url = resolve(s.endpoint(), r.header("Location").unwrap());
+    assert_status(
+        &patch(&url, &t, 0, &[1u8; 1001]),
+        &[413],
+        "1001 bytes, deferred",
+    );
+    let r = with_token(tus("PATCH", &url), &t)
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .chunked(vec![vec![2u8; 64 << 10]; 160], vec![])
+        .send();
+    assert_status(&r, &[413], "10 MiB chunked into a deferred upload");
+    let head = with_token(tus("HEAD", &url), &t).send();
+    assert!(
+        head.header_u64("Upload-Offset") <= 1000,
+        "a deferred upload holds more than the owner's limit: {}",
+        head.describe()
+    );
+    // Up to the limit is fine, and so is declaring it then.
+    let at = head.header_u64("Upload-Offset");
+    let rest = vec![3u8; (1000 - at) as usize];
+    let r = with_token(tus("PATCH", &url), &t)
+        .header("Upload-Offset", &at.to_string())
+        .header("Upload-Length", "1000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(rest)
+        .send();
+    assert_status(&r, &[204], "the rest, up to the limit");
+    assert_eq!(r.header_u64("Upload-Offset"), 1000);
+}
+
 #[test]
 fn auth_uploads_per_hour_give_429_with_retry_after() {
     needs_spawned_server!();

@@ -5,7 +5,10 @@
 //! lock) and records it as complete. Until then HEAD omits Upload-Offset, as the spec asks.
 //!
 //! Statuses of a final POST: 201; 400 (Upload-Length given, a URL that is not one of our
-//! partial uploads, or another server's); 413 (sum over Tus-Max-Size).
+//! partial uploads, or another server's, a part named twice, more than
+//! `limits.max_concat_parts` parts); 413 (sum over Tus-Max-Size or the owner's limit, at
+//! creation or, for parts whose lengths were deferred, when the join happens: the final
+//! upload is then discarded).
 
 use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
@@ -31,10 +34,22 @@ pub async fn create_final(
             "a final upload must not carry Upload-Length",
         ));
     }
-    let mut parts = Vec::with_capacity(urls.len());
+    // Checked before any lookup: one short header must not cost a thousand reads.
+    if urls.len() > state.settings.limits.max_concat_parts {
+        return Err(TusError::BadRequest(
+            "Upload-Concat names more parts than this server allows (limits.max_concat_parts)",
+        ));
+    }
+    let mut parts: Vec<UploadId> = Vec::with_capacity(urls.len());
     let mut length = Some(0u64);
     for url in urls {
         let id = part_id(state, headers, url)?;
+        // A part named twice would let one stored upload be copied any number of times.
+        if parts.contains(&id) {
+            return Err(TusError::BadRequest(
+                "Upload-Concat names the same upload more than once",
+            ));
+        }
         let part = state
             .sessions
             .get(&id)
@@ -64,13 +79,10 @@ pub async fn create_final(
         parts.push(id);
     }
     if let Some(total) = length {
-        creation::check_max_size(state, total)?;
+        check_total(state, principal, total)?;
     }
     // The parts already count as the owner's bytes in flight: the final adds nothing new.
     let owner = access::admit_creation(state, principal, None, &metadata).await?;
-    if let (Some(principal), Some(total)) = (principal, length) {
-        access::check_owner_size(principal, total)?;
-    }
     let mut info = UploadInfo {
         id: UploadId::random(),
         length,
@@ -103,6 +115,19 @@ pub async fn create_final(
     }
     expiration::describe(&info, &mut response);
     Ok(response)
+}
+
+/// 413 when the parts together exceed Tus-Max-Size or the owner's own limit.
+fn check_total(
+    state: &AppState,
+    principal: Option<&crate::auth::Principal>,
+    total: u64,
+) -> Result<()> {
+    creation::check_max_size(state, total)?;
+    if let Some(principal) = principal {
+        access::check_owner_size(principal, total)?;
+    }
+    Ok(())
 }
 
 /// The id behind one URL of `Upload-Concat: final;...`: a path under our base path, or an
@@ -156,12 +181,20 @@ pub async fn settle(
     else {
         return Ok(info);
     };
+    let mut total = 0u64;
     for part in parts {
         match state.sessions.get(part).await? {
-            Some(p) if p.is_finished() => {}
+            Some(p) if p.is_finished() => total = total.saturating_add(p.offset),
             // A part missing for good leaves the final pending until it expires.
             _ => return Ok(info),
         }
+    }
+    // Parts whose lengths were deferred when the final was created are only summed now.
+    // A sum over the limits can never shrink again: the final upload is discarded.
+    if let Err(over) = check_total(state, request.principal.as_ref(), total) {
+        state.remove_upload(&info.id).await?;
+        tracing::info!(upload = %info.id, length = total, "final upload discarded: its parts together exceed the size limit");
+        return Err(over);
     }
     let parts = parts.clone();
     let total = state.blobs.concat(&info.id, &parts).await?;

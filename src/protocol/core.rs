@@ -25,10 +25,10 @@ use crate::metrics::UploadEvent;
 use crate::session::lock::UploadGuard;
 use crate::state::AppState;
 use crate::storage::BlobWriter;
-use crate::transfer::body::{is_malformed_framing, TrailerSlot};
+use crate::transfer::body::is_malformed_framing;
 use crate::transfer::journal::Journaled;
 use crate::transfer::pipeline::{
-    self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy,
+    self, AdaptiveBuffer, AppendEnd, AppendOutcome, AppendPlan, CheckpointPolicy, RateFloor,
 };
 use crate::transfer::policy::{self, InterfaceKind};
 use crate::transfer::profile::{ClientKey, PatchReport};
@@ -168,14 +168,20 @@ pub async fn receive(
     guard: &UploadGuard,
 ) -> Result<()> {
     if super::content_length(&request.headers)
-        .is_some_and(|declared| declared > room_for_body(state, info))
+        .is_some_and(|declared| declared > room_for_body(state, request, info))
     {
-        return Err(too_large(state, info));
+        return Err(too_large(state, request, info));
     }
-    let client = request
-        .client_ip(&state.settings.server)
-        .map(ClientKey::Address);
-    let mut buffer = request_buffer(state, request, client.as_ref()).await?;
+    let client_ip = request.client_ip(&state.settings.server);
+    let client = client_ip.map(ClientKey::Address);
+    let mut buffer = request_buffer(state, request, client_ip, client.as_ref()).await?;
+    let limits = &state.settings.limits;
+    if limits.min_body_rate.0 > 0 {
+        buffer.set_rate_floor(RateFloor::new(
+            limits.min_body_rate.0,
+            limits.min_body_rate_window.0,
+        ));
+    }
     // Stopped by a newer request (the lock) or by the interface monitor (address gone); one
     // token for both, so the lock table knows a stopping holder is about to commit.
     let stop = guard.stop_requested();
@@ -203,7 +209,7 @@ pub async fn receive(
         let start = info.offset;
         let plan = AppendPlan {
             start,
-            max_bytes: room_for_body(state, info),
+            max_bytes: room_for_body(state, request, info),
             idle_timeout: state.settings.timeouts.body_idle.0,
             stop: stop.clone(),
             checkpoint: checksum.is_none().then(|| checkpoint_policy(request)),
@@ -251,7 +257,7 @@ pub async fn receive(
 
     // Whatever follows (cutting a refused chunk, committing) needs the lease still held.
     guard.confirm().await?;
-    let verdict = check_chunk(state, info, &outcome, checksum, hasher, &request.trailers).await;
+    let verdict = check_chunk(state, request, info, &outcome, checksum, hasher).await;
     if let Err(refused) = verdict {
         state.blobs.truncate(&info.id, start).await?;
         return Err(refused);
@@ -283,7 +289,7 @@ pub async fn receive(
         state.sessions.put(info).await?;
     }
 
-    ending(state, info, outcome.end)
+    ending(state, request, info, outcome.end)
 }
 
 /// The pre-finish hook sees the complete upload before it is committed as finished. A
@@ -327,10 +333,12 @@ fn checkpoint_policy(request: &RequestParts) -> CheckpointPolicy {
 }
 
 /// The buffer for one request body: sized by the policy (client profile, else interface kind)
-/// or fixed by `[transfer] buffer`; 503 when the memory budget stays spent.
+/// or fixed by `[transfer] buffer`, within the client address's share of the memory budget;
+/// 503 when that share or the budget stays spent.
 async fn request_buffer(
     state: &AppState,
     request: &RequestParts,
+    client_ip: Option<std::net::IpAddr>,
     client: Option<&ClientKey>,
 ) -> Result<AdaptiveBuffer> {
     let (class, adaptive) = match state.settings.transfer.buffer {
@@ -347,7 +355,7 @@ async fn request_buffer(
             false,
         ),
     };
-    AdaptiveBuffer::acquire(&state.pool, class, adaptive, BUDGET_WAIT)
+    AdaptiveBuffer::acquire_for(&state.pool, client_ip, class, adaptive, BUDGET_WAIT)
         .await
         .ok_or(TusError::Overloaded)
 }
@@ -356,14 +364,15 @@ async fn request_buffer(
 /// when one was announced (then only a complete body can match).
 async fn check_chunk(
     state: &AppState,
+    request: &RequestParts,
     info: &UploadInfo,
     outcome: &AppendOutcome,
     checksum: Option<ChecksumRequest>,
     hasher: Option<Hasher>,
-    trailers: &TrailerSlot,
 ) -> Result<()> {
+    let trailers = &request.trailers;
     match (&outcome.end, checksum) {
-        (AppendEnd::TooLarge, _) => Err(too_large(state, info)),
+        (AppendEnd::TooLarge, _) => Err(too_large(state, request, info)),
         (AppendEnd::Complete, Some(wanted)) => {
             checksum::verify(state, info, outcome.written, wanted, hasher, trailers).await
         }
@@ -375,10 +384,15 @@ async fn check_chunk(
 }
 
 /// What the client hears once what it sent is committed.
-fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
+fn ending(
+    state: &AppState,
+    request: &RequestParts,
+    info: &UploadInfo,
+    end: AppendEnd,
+) -> Result<()> {
     match end {
         AppendEnd::Complete | AppendEnd::Checkpoint => Ok(()),
-        AppendEnd::TooLarge => Err(too_large(state, info)),
+        AppendEnd::TooLarge => Err(too_large(state, request, info)),
         AppendEnd::Interrupted(err) if is_malformed_framing(&err) => {
             Err(TusError::MalformedBody(err))
         }
@@ -391,6 +405,10 @@ fn ending(state: &AppState, info: &UploadInfo, end: AppendEnd) -> Result<()> {
         )),
         // The server is going down; what arrived is committed, the client retries later.
         AppendEnd::Stopped if state.locks.is_closing() => Err(TusError::ShuttingDown),
+        AppendEnd::TooSlow => Err(TusError::BodyTooSlow {
+            min_rate: state.settings.limits.min_body_rate.0,
+            window_secs: state.settings.limits.min_body_rate_window.0.as_secs(),
+        }),
         // A newer request took the upload over; this (usually dead) client should re-sync.
         AppendEnd::Stopped => Err(TusError::Locked),
         AppendEnd::WriteFailed(err) => Err(err.into()),
@@ -500,11 +518,17 @@ fn advance(state: &AppState, info: &mut UploadInfo, offset: u64, next: UploadSta
 }
 
 /// How many bytes one body may still carry for this upload.
-fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
-    let ceiling = info
-        .length
-        .or(state.settings.max_size())
-        .unwrap_or(u64::MAX);
+///
+/// While the length is deferred the ceiling is the smaller of Tus-Max-Size and the owner's
+/// own limit: otherwise a token limited to 1,000 bytes could store any amount by never
+/// declaring a length (the declaration itself is checked in [`creation::declare_length`]).
+fn room_for_body(state: &AppState, request: &RequestParts, info: &UploadInfo) -> u64 {
+    let owner_max = request.principal.as_ref().and_then(|p| p.max_size);
+    let deferred_max = match (state.settings.max_size(), owner_max) {
+        (Some(server), Some(owner)) => Some(server.min(owner)),
+        (server, owner) => server.or(owner),
+    };
+    let ceiling = info.length.or(deferred_max).unwrap_or(u64::MAX);
     let room = ceiling.saturating_sub(info.offset);
     state
         .settings
@@ -512,8 +536,8 @@ fn room_for_body(state: &AppState, info: &UploadInfo) -> u64 {
         .map_or(room, |cap| room.min(cap))
 }
 
-fn too_large(state: &AppState, info: &UploadInfo) -> TusError {
-    let room = room_for_body(state, info);
+fn too_large(state: &AppState, request: &RequestParts, info: &UploadInfo) -> TusError {
+    let room = room_for_body(state, request, info);
     TusError::TooLarge(format!(
         "the body may carry at most {room} more bytes for this upload (offset {}, length {})",
         info.offset,

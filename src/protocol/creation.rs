@@ -28,6 +28,7 @@ pub async fn create_upload(
 ) -> Result<Response> {
     let headers = &request.headers;
     super::require_tus_resumable(headers)?;
+    admit_by_address(state, request)?;
     let concat = header_str(headers, &UPLOAD_CONCAT)
         .map(headers::parse_concat)
         .transpose()?;
@@ -111,6 +112,33 @@ pub async fn create_upload(
     Ok(response)
 }
 
+/// `limits.creation_rate` per client address, in every auth mode (token mode adds the
+/// owner's own hourly limit on top).
+///
+/// # Errors
+/// 429 with the seconds until the address may create again.
+pub fn admit_by_address(state: &AppState, request: &RequestParts) -> Result<()> {
+    let (Some(limiter), Some(ip)) = (
+        &state.admission.creations,
+        request.client_ip(&state.settings.server),
+    ) else {
+        return Ok(());
+    };
+    limiter
+        .admit(ip, std::time::Instant::now())
+        .map_err(|retry_after| {
+            crate::admission::note_refusal(&state.admission.creation_log, |suppressed| {
+                tracing::warn!(
+                    client = %ip,
+                    retry_after,
+                    suppressed,
+                    "creation refused: over limits.creation_rate for this address"
+                );
+            });
+            TusError::CreationRateLimited { retry_after }
+        })
+}
+
 /// Upload-Length or Upload-Defer-Length: exactly one of them (`None` = deferred).
 fn requested_length(state: &AppState, headers: &HeaderMap) -> Result<Option<u64>> {
     let length = header_str(headers, &UPLOAD_LENGTH);
@@ -147,18 +175,32 @@ pub fn check_max_size(state: &AppState, length: u64) -> Result<()> {
     }
 }
 
-/// Upload-Metadata, bounded by `limits.max_metadata_size`.
+/// Upload-Metadata, bounded by `limits.max_metadata_size` and `limits.max_metadata_keys`
+/// (thousands of one-letter keys fit in the size and would each cost a hook, a log field, a
+/// stored entry).
 pub fn parse_metadata(state: &AppState, headers: &HeaderMap) -> Result<Metadata> {
-    let max = usize::try_from(state.settings.limits.max_metadata_size.0).unwrap_or(usize::MAX);
-    match headers.get(UPLOAD_METADATA) {
-        None => Ok(Metadata::default()),
-        Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| TusError::BadRequest("Upload-Metadata must be ASCII"))?;
-            Ok(Metadata::parse(text, max)?)
-        }
+    let limits = &state.settings.limits;
+    let max = usize::try_from(limits.max_metadata_size.0).unwrap_or(usize::MAX);
+    let Some(value) = headers.get(UPLOAD_METADATA) else {
+        return Ok(Metadata::default());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| TusError::BadRequest("Upload-Metadata must be ASCII"))?;
+    let metadata = Metadata::parse(text, max)?;
+    if metadata.pairs().count() > limits.max_metadata_keys {
+        crate::admission::note_refusal(&state.admission.metadata_log, |suppressed| {
+            tracing::warn!(
+                max = limits.max_metadata_keys,
+                suppressed,
+                "refused Upload-Metadata with too many keys (limits.max_metadata_keys)"
+            );
+        });
+        return Err(TusError::BadRequest(
+            "Upload-Metadata has more keys than this server allows (limits.max_metadata_keys)",
+        ));
     }
+    Ok(metadata)
 }
 
 /// §Creation Defer Length: a PATCH may state the length of a deferred upload, once.

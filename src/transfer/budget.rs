@@ -23,6 +23,21 @@ pub struct BufferBudget {
 #[derive(Debug)]
 pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
 
+impl Reservation {
+    /// Give back all but `bytes` (rounded up to whole units) at once. Shrinking never waits:
+    /// a slow body must be able to let go of a large buffer even when the budget is spent,
+    /// which is exactly when it matters.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let keep = u32::try_from((bytes as u64).div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let held = u32::try_from(self.0.num_permits()).unwrap_or(u32::MAX);
+        if held > keep {
+            if let Some(excess) = self.0.split((held - keep) as usize) {
+                drop(excess);
+            }
+        }
+    }
+}
+
 impl BufferBudget {
     /// A budget of `total_bytes` (at least one unit).
     pub fn new(total_bytes: u64) -> BufferBudget {
@@ -70,5 +85,15 @@ mod tests {
             .is_none());
         drop(a);
         assert!(budget.reserve(256 * 1024, Duration::ZERO).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reservation_shrinks_even_when_the_budget_is_spent() {
+        let budget = BufferBudget::new(1 << 20);
+        let mut whole = budget.reserve(1 << 20, Duration::ZERO).await.unwrap();
+        assert!(budget.reserve(16 << 10, Duration::ZERO).await.is_none());
+        whole.shrink_to(16 << 10);
+        assert_eq!(budget.in_use(), 16 << 10);
+        assert!(budget.reserve(1008 << 10, Duration::ZERO).await.is_some());
     }
 }

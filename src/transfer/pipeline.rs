@@ -1,6 +1,7 @@
 //! The copy loop of a PATCH: body frames -> one buffer -> checksum tee -> positional writes.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,6 +35,48 @@ pub struct AdaptiveBuffer {
     /// When the previous write ended: rates are measured from write to write, so they cover
     /// both receiving and writing.
     last_write: Instant,
+    /// Whose share of the budget the buffer counts against.
+    client: Option<IpAddr>,
+    /// The minimum body rate, if one applies.
+    floor: Option<RateFloor>,
+}
+
+/// A body must bring at least `min_rate` bytes per second, averaged over each `window`
+/// (`limits.min_body_rate`): a trickle of a byte every few seconds passes the idle timeout
+/// forever, holding a connection, a buffer and the upload's lock.
+#[derive(Debug, Clone, Copy)]
+pub struct RateFloor {
+    min_rate: u64,
+    window: Duration,
+    since: Instant,
+    bytes: u64,
+}
+
+impl RateFloor {
+    /// At least `min_rate` bytes per second over every `window`, from now.
+    pub fn new(min_rate: u64, window: Duration) -> RateFloor {
+        RateFloor {
+            min_rate,
+            window,
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn window_end(&self) -> Instant {
+        self.since + self.window
+    }
+
+    /// At the end of a window: whether the body fell short; if not, a new window starts.
+    fn fell_short(&mut self) -> bool {
+        let wanted = (self.min_rate as f64 * self.window.as_secs_f64()) as u64;
+        if self.bytes < wanted {
+            return true;
+        }
+        self.since = Instant::now();
+        self.bytes = 0;
+        false
+    }
 }
 
 impl AdaptiveBuffer {
@@ -45,7 +88,19 @@ impl AdaptiveBuffer {
         adaptive: bool,
         wait: Duration,
     ) -> Option<Self> {
-        let buffer = pool.acquire(class, wait).await?;
+        Self::acquire_for(pool, None, class, adaptive, wait).await
+    }
+
+    /// Like [`acquire`](Self::acquire), counted against `client`'s share of the budget (the
+    /// class may come out smaller to fit it).
+    pub async fn acquire_for(
+        pool: &BufferPool,
+        client: Option<IpAddr>,
+        class: SizeClass,
+        adaptive: bool,
+        wait: Duration,
+    ) -> Option<Self> {
+        let buffer = pool.acquire_for(client, class, wait).await?;
         let adapter = if adaptive {
             Adapter::new(buffer.class())
         } else {
@@ -56,7 +111,15 @@ impl AdaptiveBuffer {
             adapter,
             buffer,
             last_write: Instant::now(),
+            client,
+            floor: None,
         })
+    }
+
+    /// Hold the body to a minimum rate from now on (for the whole request, checkpoints
+    /// included).
+    pub fn set_rate_floor(&mut self, floor: RateFloor) {
+        self.floor = Some(floor);
     }
 
     /// The measurements so far.
@@ -75,9 +138,15 @@ impl AdaptiveBuffer {
         let now = Instant::now();
         let elapsed = now - self.last_write;
         self.last_write = now;
-        if let Some(class) = self.adapter.observe(bytes, elapsed) {
-            if let Some(resized) = self.pool.try_acquire(class).await {
-                // The old buffer is empty here (it was just written), so nothing is lost.
+        let Some(class) = self.adapter.observe(bytes, elapsed) else {
+            return;
+        };
+        // The old buffer is empty here (it was just written), so nothing is lost either way.
+        if class < self.buffer.class() {
+            self.buffer.shrink_to(class);
+        } else if let Some(resized) = self.pool.try_acquire_for(self.client, class).await {
+            // The client's share may allow less than asked: only a larger buffer is worth it.
+            if resized.class() > self.buffer.class() {
                 self.buffer = resized;
             }
         }
@@ -139,6 +208,8 @@ pub enum AppendEnd {
     Checkpoint,
     /// The request's deadline passed.
     DeadlineReached,
+    /// The body arrived slower than its [`RateFloor`] over a whole window.
+    TooSlow,
 }
 
 /// The result of an append: how far it got, and why it ended.
@@ -184,10 +255,17 @@ where
                 break AppendEnd::Checkpoint;
             }
         }
+        let window_end = buffer.floor.as_ref().map(RateFloor::window_end);
         let next = tokio::select! {
             biased;
             () = plan.stop.cancelled() => break AppendEnd::Stopped,
             () = sleep_until_deadline(deadline) => break AppendEnd::DeadlineReached,
+            () = sleep_until_deadline(window_end) => {
+                if buffer.floor.as_mut().is_some_and(RateFloor::fell_short) {
+                    break AppendEnd::TooSlow;
+                }
+                continue;
+            }
             next = tokio::time::timeout(plan.idle_timeout, body.next()) => next,
         };
         let frame = match next {
@@ -197,6 +275,9 @@ where
             Ok(Some(Ok(frame))) => frame,
         };
         received += frame.len() as u64;
+        if let Some(floor) = &mut buffer.floor {
+            floor.bytes += frame.len() as u64;
+        }
         on_frame(plan.start + received);
         if received > plan.max_bytes {
             return AppendOutcome {
@@ -416,6 +497,118 @@ mod tests {
         );
         let expected: Vec<u8> = (0..16u8).flat_map(|i| vec![i; 4096]).collect();
         assert_eq!(contents(&store, &id).await, expected);
+    }
+
+    /// A body of `frames` one-byte frames, one every 300 ms (issue 23's trickle).
+    fn trickle(frames: u32) -> impl Stream<Item = io::Result<Bytes>> {
+        futures_util::stream::unfold(0u32, move |i| async move {
+            if i == frames {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Some((Ok::<_, io::Error>(Bytes::from_static(b"t")), i + 1))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_lets_go_of_a_large_buffer_even_when_the_budget_is_spent() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        // One 1 MiB buffer takes the whole budget (sized up by an earlier fast upload).
+        let pool = BufferPool::new(BufferBudget::new(1 << 20));
+        let top = crate::transfer::buffer_pool::SIZE_CLASSES.len() - 1;
+        let mut buffer = AdaptiveBuffer::acquire(&pool, top, true, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(pool.try_acquire(0).await.is_none(), "budget spent");
+        let began = Instant::now();
+        let mut body = Box::pin(trickle(10));
+        let outcome = append(
+            &mut body,
+            writer.as_mut(),
+            plan(0, 100),
+            &mut buffer,
+            None,
+            &no_heartbeat,
+        )
+        .await;
+        assert!(matches!(outcome.end, AppendEnd::Complete));
+        assert_eq!(outcome.written, 10);
+        assert!(began.elapsed() <= Duration::from_secs(4));
+        assert_eq!(buffer.size(), 16 << 10, "still holding a large buffer");
+        assert_eq!(pool.stats().in_use_bytes, 16 << 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_below_the_rate_floor_ends_with_its_bytes_written() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        let mut buffer = small_buffer().await;
+        buffer.set_rate_floor(RateFloor::new(1024, Duration::from_secs(60)));
+        let began = Instant::now();
+        // Far more frames than a minute holds: the floor, not the body, ends it.
+        let mut body = Box::pin(trickle(1000));
+        let outcome = append(
+            &mut body,
+            writer.as_mut(),
+            plan(0, 10_000),
+            &mut buffer,
+            None,
+            &no_heartbeat,
+        )
+        .await;
+        assert!(
+            matches!(outcome.end, AppendEnd::TooSlow),
+            "{:?}",
+            outcome.end
+        );
+        let took = began.elapsed();
+        assert!(
+            (Duration::from_secs(60)..Duration::from_secs(61)).contains(&took),
+            "{took:?}"
+        );
+        // 200 frames arrived in the minute (the last perhaps at its very end).
+        assert!(
+            (199..=200).contains(&outcome.written),
+            "{}",
+            outcome.written
+        );
+        assert_eq!(
+            contents(&store, &id).await,
+            vec![b't'; outcome.written as usize]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_above_the_rate_floor_runs_past_many_windows() {
+        let (_dir, store, id) = store_with_upload().await;
+        let mut writer = store.writer(&id).await.unwrap();
+        let mut buffer = small_buffer().await;
+        buffer.set_rate_floor(RateFloor::new(1024, Duration::from_secs(10)));
+        // 2 KiB every second for 35 s: 3 windows passed, the 4th cut short by the end.
+        let frames = futures_util::stream::unfold(0u32, |i| async move {
+            if i == 35 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, io::Error>(Bytes::from(vec![7u8; 2048])), i + 1))
+        });
+        let mut body = Box::pin(frames);
+        let outcome = append(
+            &mut body,
+            writer.as_mut(),
+            plan(0, 1 << 20),
+            &mut buffer,
+            None,
+            &no_heartbeat,
+        )
+        .await;
+        assert!(
+            matches!(outcome.end, AppendEnd::Complete),
+            "{:?}",
+            outcome.end
+        );
+        assert_eq!(outcome.written, 35 * 2048);
     }
 
     #[tokio::test]

@@ -19,6 +19,11 @@ const WINDOW: Duration = Duration::from_millis(50);
 /// Shrink only after this many windows in a row asked for less (growth is immediate).
 const SHRINK_AFTER: u32 = 2;
 
+/// Windows at least this long mean the buffer did not fill for that long (the pipeline writes
+/// what it gathered after half a second): a body this slow drops straight to the class its
+/// rate asks for, not one class per two windows, which took 1 MiB buffers about 7 s to let go.
+const SLOW_WINDOW: Duration = Duration::from_millis(400);
+
 /// What kind of link a local network interface is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InterfaceKind {
@@ -103,6 +108,10 @@ pub struct Adapter {
     window_bytes: u64,
     window_time: Duration,
     shrink_votes: u32,
+    /// The largest class the slow windows of the current vote asked for.
+    shrink_floor: SizeClass,
+    /// Every window of the current vote was at least [`SLOW_WINDOW`] long.
+    all_slow: bool,
     total_bytes: u64,
     total_time: Duration,
 }
@@ -116,6 +125,8 @@ impl Adapter {
             window_bytes: 0,
             window_time: Duration::ZERO,
             shrink_votes: 0,
+            shrink_floor: 0,
+            all_slow: false,
             total_bytes: 0,
             total_time: Duration::ZERO,
         }
@@ -151,6 +162,7 @@ impl Adapter {
             return None;
         }
         let rate = self.window_bytes as f64 / self.window_time.as_secs_f64();
+        let slow_window = self.window_time >= SLOW_WINDOW;
         self.window_bytes = 0;
         self.window_time = Duration::ZERO;
         let wanted = class_for_rate(rate);
@@ -160,11 +172,22 @@ impl Adapter {
             return Some(wanted);
         }
         if wanted < self.class {
+            if self.shrink_votes == 0 {
+                self.all_slow = true;
+                self.shrink_floor = wanted;
+            }
+            self.all_slow &= slow_window;
+            self.shrink_floor = self.shrink_floor.max(wanted);
             self.shrink_votes += 1;
             if self.shrink_votes >= SHRINK_AFTER {
                 self.shrink_votes = 0;
-                // One step at a time: a brief stall should not collapse a fast client's buffer.
-                self.class -= 1;
+                // One step at a time, so a brief stall does not collapse a fast client's
+                // buffer; unless every window of the vote was a slow one (see SLOW_WINDOW).
+                self.class = if self.all_slow {
+                    self.shrink_floor
+                } else {
+                    self.class - 1
+                };
                 return Some(self.class);
             }
         } else {
@@ -219,5 +242,14 @@ mod tests {
             Some(SIZE_CLASSES.len() - 2)
         );
         assert!(adapter.mean_rate().unwrap() > 1e6);
+    }
+
+    #[test]
+    fn a_body_that_cannot_fill_its_buffer_drops_to_its_rate_at_once() {
+        // A trickle (a byte every 0.3 s, written every half second) in a 1 MiB buffer.
+        let top = SIZE_CLASSES.len() - 1;
+        let mut adapter = Adapter::new(top);
+        assert_eq!(adapter.observe(2, Duration::from_millis(600)), None);
+        assert_eq!(adapter.observe(2, Duration::from_millis(600)), Some(0));
     }
 }

@@ -268,3 +268,69 @@ fn final_upload_of_unfinished_partials_completes_later() {
     all.extend_from_slice(&d2);
     assert_eq!(sha256_hex(&get_bytes(&fin)), sha256_hex(&all));
 }
+
+/// Issue 23, item 7: one stored part named many times would be copied as often (1,000 MiB
+/// from one 1 MiB part in 0.7 s). A part named twice is refused, and nothing is created.
+#[test]
+fn final_upload_naming_a_part_twice_is_400() {
+    let s = TestServer::spawn();
+    let a = create_partial(&s, b"abc");
+    fill(&a, b"abc");
+    let r = post_final(&s, &[&a, &a], &[]);
+    assert_status(&r, &[400], "the same part twice");
+    assert!(r.text().contains("more than once"), "{}", r.describe());
+    let pa = path_of(&a);
+    let r = post_final(&s, &[&a, &pa], &[]);
+    assert_status(&r, &[400], "the same part as absolute and relative URL");
+}
+
+/// Issue 23, item 7: the number of parts is capped (`limits.max_concat_parts`).
+#[test]
+fn final_upload_with_more_parts_than_allowed_is_400() {
+    needs_spawned_server!();
+    let s = TestServer::spawn_with_config("[limits]\nmax_concat_parts = 3\n");
+    let parts: Vec<String> = (0..4)
+        .map(|_| {
+            let url = create_partial(&s, b"x");
+            fill(&url, b"x");
+            url
+        })
+        .collect();
+    let names: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let r = post_final(&s, &names, &[]);
+    assert_status(&r, &[400], "four parts over a cap of three");
+    assert!(r.text().contains("max_concat_parts"), "{}", r.describe());
+    let r = post_final(&s, &names[..3], &[]);
+    assert_status(&r, &[201], "three parts");
+    assert_eq!(get_bytes(&s.url(r.header("Location").unwrap())), b"xxx");
+}
+
+/// Issue 23, item 7: a final upload over partials whose lengths were deferred is checked
+/// against Tus-Max-Size when the join happens; over it, the join is refused (413) and the
+/// final upload is discarded rather than written.
+#[test]
+fn final_upload_over_deferred_partials_is_held_to_max_size_at_the_join() {
+    needs_spawned_server!();
+    let s = TestServer::spawn_with_config("[limits]\nmax_size = 1000\n");
+    let deferred = || {
+        create_with(
+            &s,
+            &[("Upload-Concat", "partial"), ("Upload-Defer-Length", "1")],
+        )
+        .0
+    };
+    let (a, b) = (deferred(), deferred());
+    let r = post_final(&s, &[&a, &b], &[]);
+    assert_status(&r, &[201], "final over unfinished deferred partials");
+    let fin = s.url(r.header("Location").unwrap());
+    for part in [&a, &b] {
+        let r = patch_req(part, 0, &[9u8; 600])
+            .header("Upload-Length", "600")
+            .send();
+        assert_status(&r, &[204], "600 bytes, within max_size on its own");
+    }
+    let h = head(&fin);
+    assert_status(&h, &[413], "HEAD of a final whose parts sum to 1200 > 1000");
+    assert_status(&head(&fin), &[404], "the final upload is discarded");
+    assert_status(&get(&fin), &[404], "nothing to download");
+}

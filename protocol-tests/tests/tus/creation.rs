@@ -255,3 +255,70 @@ fn oversized_metadata_is_rejected() {
     );
     assert!(!r.has("Location"), "{}", r.describe());
 }
+
+/// Issue 23, item 10: more Upload-Metadata keys than `limits.max_metadata_keys` is 400, and
+/// creates nothing.
+#[test]
+fn metadata_with_too_many_keys_is_400() {
+    needs_spawned_server!();
+    let s = TestServer::spawn_with_config("[limits]\nmax_metadata_keys = 3\n");
+    let keys = ["a", "b", "c", "d"];
+    let pairs: Vec<(&str, &[u8])> = keys.iter().map(|k| (*k, &b"v"[..])).collect();
+    let r = tus("POST", s.endpoint())
+        .header("Upload-Length", "1")
+        .header("Upload-Metadata", &metadata(&pairs))
+        .send();
+    assert_status(&r, &[400], "four metadata keys over a cap of three");
+    assert!(r.text().contains("max_metadata_keys"), "{}", r.describe());
+    assert!(!r.has("Location"), "{}", r.describe());
+    let r = tus("POST", s.endpoint())
+        .header("Upload-Length", "1")
+        .header("Upload-Metadata", &metadata(&pairs[..3]))
+        .send();
+    assert_status(&r, &[201], "three keys");
+}
+
+/// Issue 23, item 10: one address creating faster than `limits.creation_rate` (after its
+/// burst) gets 429 with Retry-After, and the refusals are logged once, not once each.
+#[test]
+fn creations_over_the_per_address_rate_get_429_with_retry_after() {
+    needs_spawned_server!();
+    let s = TestServer::spawn_with_config(
+        "[limits]\ncreation_rate = 1\ncreation_burst = 3\ncreation_rate_exempt = []\n",
+    );
+    let post = || {
+        tus("POST", s.endpoint())
+            .header("Upload-Length", "1")
+            .send()
+    };
+    for i in 0..3 {
+        assert_status(&post(), &[201], &format!("creation {i} of the burst"));
+    }
+    let mut refused = 0;
+    for _ in 0..20 {
+        let r = post();
+        if r.status == 429 {
+            refused += 1;
+            let retry: u64 = r.header("Retry-After").unwrap_or("0").parse().unwrap();
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            assert!(r.text().contains("this address"), "{}", r.describe());
+            assert!(!r.has("Location"), "{}", r.describe());
+        }
+    }
+    // At 1/s, at most a couple of the 20 quick requests find a new token.
+    assert!(refused >= 15, "only {refused} of 20 over the burst refused");
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || s
+            .stderr()
+            .contains("over limits.creation_rate")),
+        "the refusal was never logged:\n{}",
+        s.stderr()
+    );
+    let lines = s.stderr().matches("over limits.creation_rate").count();
+    assert_eq!(lines, 1, "each refusal logged:\n{}", s.stderr());
+    // The bucket refills.
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || post().status == 201),
+        "no creation allowed again after waiting"
+    );
+}

@@ -39,6 +39,7 @@ pub async fn create(
     body: BodyStream,
 ) -> Result<Response> {
     let headers = &request.headers;
+    creation::admit_by_address(state, request)?;
     let intent = intent(version, headers, 0, None)?;
     if let Some(length) = intent.length {
         creation::check_max_size(state, length)?;
