@@ -206,14 +206,6 @@ impl SledSessionStore {
         })
     }
 
-    /// How many records the database holds (start-up checks).
-    ///
-    /// # Errors
-    /// When the database is closed after a failure.
-    pub async fn len(&self) -> Result<usize, SessionError> {
-        Ok(self.database().await?.uploads.len())
-    }
-
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // Poisoned only by a panic between a tree change and the cache update: clear it, so
         // the next reads go to the tree.

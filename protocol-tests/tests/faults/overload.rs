@@ -83,116 +83,6 @@ fn third_patch_gets_503_when_buffer_memory_is_used_up() {
     }
 }
 
-/// The soft and hard `RLIMIT_NOFILE` of process `pid`, through util-linux's `prlimit`.
-fn nofile_limits(pid: u32) -> (String, String) {
-    let out = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            "--nofile",
-            "--raw",
-            "--noheadings",
-        ])
-        .args(["--output", "SOFT,HARD"])
-        .output()
-        .expect("running prlimit");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut fields = text.split_whitespace().map(str::to_owned);
-    match (fields.next(), fields.next()) {
-        (Some(soft), Some(hard)) => (soft, hard),
-        _ => panic!("prlimit said {text:?}"),
-    }
-}
-
-fn set_nofile(pid: u32, soft: &str, hard: &str) {
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={soft}:{hard}"),
-        ])
-        .status()
-        .expect("running prlimit");
-    assert!(status.success(), "prlimit --nofile={soft}:{hard} failed");
-}
-
-/// The lowest descriptor number `pid` does not use: a soft limit there lets it open nothing.
-fn lowest_free_fd(pid: u32) -> u64 {
-    let used: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("listing the server's descriptors")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).unwrap_or_default()
-}
-
-/// "Out of file descriptors when a PATCH opens its upload's file (EMFILE): 503 with
-/// Retry-After, not 500; with descriptors back, the upload goes on."
-#[test]
-fn patch_gets_503_when_out_of_file_descriptors() {
-    needs_spawned_server!();
-    local_backend_only!("the local backend opens a file per PATCH");
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip_unless_ci("prlimit (util-linux) is not installed");
-        return;
-    }
-    let server = TestServer::spawn();
-    let pid = server.pid().expect("a spawned server");
-    let source = pattern(64, 100);
-    let url = create(&server, source.len() as u64);
-    let path = path_of(&url);
-    let (soft, hard) = nofile_limits(pid);
-    let mut offset = 0;
-    let mut refused = None;
-    // A descriptor the server closes between our look and the limit (a connection ending)
-    // lets one open through; then try again from the new offset.
-    for _ in 0..5 {
-        // The connection is accepted (a HEAD answered on it) before descriptors run out.
-        let mut conn = tus("HEAD", &url).header("Connection", "keep-alive").open();
-        let r = conn.read_response().expect("HEAD");
-        assert_status(&r, &[200], "HEAD before the limit");
-        set_nofile(pid, &lowest_free_fd(pid).to_string(), &hard);
-        let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n\
-             Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n\
-             Content-Length: 10\r\nConnection: close\r\n\r\n",
-            server.authority()
-        );
-        conn.write_all(head.as_bytes()).expect("PATCH head");
-        conn.write_all(&source[offset..offset + 10])
-            .expect("PATCH body");
-        let r = conn.read_response().expect("an answer to the PATCH");
-        set_nofile(pid, &soft, &hard);
-        match r.status {
-            204 => offset += 10,
-            _ => {
-                refused = Some(r);
-                break;
-            }
-        }
-    }
-    let r = refused.expect("no PATCH met the descriptor limit in 5 tries");
-    assert_status(&r, &[503], "PATCH when out of file descriptors");
-    assert!(r.has("Retry-After"), "{}", r.describe());
-    // (The connection was opened for a HEAD, so the harness reads no body: the log says why.)
-    assert!(
-        wait_until(Duration::from_secs(5), || server
-            .stderr()
-            .contains("out of file descriptors")),
-        "the 503 is the descriptor shortage:\n{}",
-        server.stderr()
-    );
-    assert_eq!(
-        head_offset(&url),
-        offset as u64,
-        "the refused PATCH wrote nothing"
-    );
-    patch_ok(&url, offset as u64, &source[offset..]);
-    assert_complete(&url, &source, "after descriptors came back");
-
 /// Issue 23, item 9: connections from one address trickling a byte every 0.3 s, after a fast
 /// upload from that address sized its buffers up, must not pin the whole (small) buffer
 /// budget: a PATCH from another address still gets through while they stay open.
@@ -356,4 +246,115 @@ fn connections_beyond_max_connections_are_closed() {
         )),
         "no connection served after the idle ones closed"
     );
+}
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid`, through util-linux's `prlimit`.
+fn nofile_limits(pid: u32) -> (String, String) {
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--nofile",
+            "--raw",
+            "--noheadings",
+        ])
+        .args(["--output", "SOFT,HARD"])
+        .output()
+        .expect("running prlimit");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut fields = text.split_whitespace().map(str::to_owned);
+    match (fields.next(), fields.next()) {
+        (Some(soft), Some(hard)) => (soft, hard),
+        _ => panic!("prlimit said {text:?}"),
+    }
+}
+
+fn set_nofile(pid: u32, soft: &str, hard: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .expect("running prlimit");
+    assert!(status.success(), "prlimit --nofile={soft}:{hard} failed");
+}
+
+/// The lowest descriptor number `pid` does not use: a soft limit there lets it open nothing.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing the server's descriptors")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or_default()
+}
+
+/// "Out of file descriptors when a PATCH opens its upload's file (EMFILE): 503 with
+/// Retry-After, not 500; with descriptors back, the upload goes on."
+#[test]
+fn patch_gets_503_when_out_of_file_descriptors() {
+    needs_spawned_server!();
+    local_backend_only!("the local backend opens a file per PATCH");
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip_unless_ci("prlimit (util-linux) is not installed");
+        return;
+    }
+    let server = TestServer::spawn();
+    let pid = server.pid().expect("a spawned server");
+    let source = pattern(64, 100);
+    let url = create(&server, source.len() as u64);
+    let path = path_of(&url);
+    let (soft, hard) = nofile_limits(pid);
+    let mut offset = 0;
+    let mut refused = None;
+    // A descriptor the server closes between our look and the limit (a connection ending)
+    // lets one open through; then try again from the new offset.
+    for _ in 0..5 {
+        // The connection is accepted (a HEAD answered on it) before descriptors run out.
+        let mut conn = tus("HEAD", &url).header("Connection", "keep-alive").open();
+        let r = conn.read_response().expect("HEAD");
+        assert_status(&r, &[200], "HEAD before the limit");
+        set_nofile(pid, &lowest_free_fd(pid).to_string(), &hard);
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n\
+             Content-Length: 10\r\nConnection: close\r\n\r\n",
+            server.authority()
+        );
+        conn.write_all(head.as_bytes()).expect("PATCH head");
+        conn.write_all(&source[offset..offset + 10])
+            .expect("PATCH body");
+        let r = conn.read_response().expect("an answer to the PATCH");
+        set_nofile(pid, &soft, &hard);
+        match r.status {
+            204 => offset += 10,
+            _ => {
+                refused = Some(r);
+                break;
+            }
+        }
+    }
+    let r = refused.expect("no PATCH met the descriptor limit in 5 tries");
+    assert_status(&r, &[503], "PATCH when out of file descriptors");
+    assert!(r.has("Retry-After"), "{}", r.describe());
+    // (The connection was opened for a HEAD, so the harness reads no body: the log says why.)
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .stderr()
+            .contains("out of file descriptors")),
+        "the 503 is the descriptor shortage:\n{}",
+        server.stderr()
+    );
+    assert_eq!(
+        head_offset(&url),
+        offset as u64,
+        "the refused PATCH wrote nothing"
+    );
+    patch_ok(&url, offset as u64, &source[offset..]);
+    assert_complete(&url, &source, "after descriptors came back");
 }
