@@ -58,7 +58,8 @@ pub struct FsBlobStore {
     dir: PathBuf,
     /// Uploads created by this process whose directory entries no fsync has covered yet.
     fresh: Arc<Mutex<HashSet<UploadId>>>,
-    /// Whether removals of record copies are made durable (fsync durability).
+    /// Fsync durability: removals of record copies are made durable, and new files'
+    /// directories are fsynced with their first data sync.
     sync_dirs: bool,
 }
 
@@ -79,7 +80,8 @@ impl FsBlobStore {
         Ok(store)
     }
 
-    /// Make the removal of a record copy durable before returning (fsync durability).
+    /// Fsync durability: make the removal of a record copy durable before returning, and a new
+    /// file's directory entry durable with the first sync of its bytes.
     #[must_use]
     pub fn syncing_directories(mut self, sync: bool) -> FsBlobStore {
         self.sync_dirs = sync;
@@ -279,7 +281,10 @@ impl BlobStore for FsBlobStore {
             .write(true)
             .create_new(true)
             .open(self.path(id))?;
-        self.fresh_ids().insert(id.clone());
+        if self.sync_dirs {
+            // Without fsync durability nothing syncs the file; nothing needs the entry either.
+            self.fresh_ids().insert(id.clone());
+        }
         Ok(())
     }
 
