@@ -497,23 +497,27 @@ fn method_override_post_as_delete() {
 #[test]
 fn method_override_is_honoured_only_on_post() {
     let s = TestServer::spawn();
+    // Finished: the s3 backend serves an upload's bytes only once it is complete.
     let url = create(&s, 5);
-    patch_ok(&url, 0, b"he");
+    patch_ok(&url, 0, b"hello");
     let r = Request::new("GET", &url)
         .header("X-HTTP-Method-Override", "DELETE")
         .send();
     assert_status(&r, &[200], "GET with an override to DELETE is a GET");
-    assert_eq!(r.body, b"he");
+    assert_eq!(r.body, b"hello");
     let r = tus("HEAD", &url)
         .header("X-HTTP-Method-Override", "DELETE")
         .send();
     assert_status(&r, &[200], "HEAD with an override to DELETE is a HEAD");
-    let r = tus("PUT", &url)
+    let other = create(&s, 5);
+    patch_ok(&other, 0, b"he");
+    let r = tus("PUT", &other)
         .header("X-HTTP-Method-Override", "PATCH")
         .header("Content-Type", "application/offset+octet-stream")
         .header("Upload-Offset", "2")
         .body(b"llo".to_vec())
         .send();
     assert_status(&r, &[405], "PUT with an override to PATCH is a PUT");
-    assert_eq!(head_offset(&url), 2, "nothing was deleted or written");
+    assert_eq!(head_offset(&other), 2, "nothing was written");
+    assert_eq!(get_bytes(&url), b"hello", "nothing was deleted");
 }
