@@ -90,8 +90,9 @@ pub async fn create_upload(
             // Some failures end before any commit; the Location we answer must still hold.
             state.sessions.flush().await?;
         }
-        if !matches!(result, Err(TusError::HookRejected { .. })) {
-            // The record is durable now (the body's commit or the flush above).
+        if !info.is_finished() && !matches!(result, Err(TusError::HookRejected { .. })) {
+            // The record is durable now (the body's commit or the flush above). A body that
+            // finished the upload had its copy written by the commit already.
             state.keep_record_copy(&info).await;
         }
     }

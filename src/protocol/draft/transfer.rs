@@ -104,9 +104,10 @@ pub async fn create(
         // Some failures end before any commit; the Location we answer must still hold.
         state.sessions.flush().await?;
     }
-    if state.sessions.get(&info.id).await?.is_some() {
+    if !info.is_finished() && state.sessions.get(&info.id).await?.is_some() {
         // The record is durable now (the content's commit or the flush above), and still
-        // there (a pre-finish hook may have refused the upload).
+        // there (a pre-finish hook may have refused the upload). Content that finished the
+        // upload had its copy written by the commit already.
         state.keep_record_copy(&info).await;
     }
     let mut response = match result {
@@ -346,6 +347,7 @@ async fn receive(
             *info = complete;
             expiration::renew(state, info);
             state.sessions.put(info).await?;
+            state.keep_record_copy(info).await;
             state.hooks.post_finish(info, &request).await;
             state.metrics.upload(UploadEvent::Finished);
             Ok(())
