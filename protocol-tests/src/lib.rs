@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod backends;
+pub mod lazyfs;
 pub mod proxy;
 
 use base64::engine::general_purpose::STANDARD as B64;
