@@ -35,6 +35,8 @@
 
 mod fuse;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::fs;
 use std::io;
