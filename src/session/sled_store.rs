@@ -57,6 +57,10 @@ struct Opened {
     uploads: sled::Tree,
     /// sled's log file (`{dir}/db`), opened again only to fdatasync it after each flush.
     log: File,
+    /// sled's directory, fsynced after each flush: sled creates, renames and removes its
+    /// files there (`conf`, `db`, `snap.*`) without ever syncing it, and a power cut can
+    /// otherwise drop a snapshot's name while the log it covered moves on.
+    dir: File,
     /// Flushes of this database; a reopened one starts its own, so that no flush of the new
     /// database is taken to cover a write into the failed one.
     flusher: GroupCommit,
@@ -166,10 +170,25 @@ impl Opened {
         let log_path = dir.join("db");
         let log = File::open(&log_path)
             .map_err(|e| SessionError::Database(format!("opening {}: {e}", log_path.display())))?;
+        // What sled just created (its files, and its directory in the data directory) must
+        // outlive a power cut before any record is acknowledged: found by the LazyFs loop.
+        // sled writes `conf` once, never synced: torn by a power cut, the database no longer
+        // opens ("failed to parse persisted config line").
+        let synced = |d: &Path| File::open(d).and_then(|f| f.sync_all().map(|()| f));
+        let dir_file = synced(&dir.join("conf"))
+            .and_then(|_| synced(&log_path))
+            .and_then(|_| synced(dir))
+            .and_then(|f| {
+                dir.parent()
+                    .map_or(Ok(()), |p| synced(p).map(drop))
+                    .map(|()| f)
+            })
+            .map_err(|e| SessionError::Database(format!("syncing {}: {e}", dir.display())))?;
         Ok(Opened {
             db,
             uploads,
             log,
+            dir: dir_file,
             flusher: GroupCommit::default(),
         })
     }
@@ -593,13 +612,17 @@ impl GroupCommit {
                 // cache nor commits the file's metadata: a power cut could still lose what it
                 // "flushed" (its background thread's sync_all follows within 500 ms). An
                 // fdatasync of its log file makes the record as durable as the upload's bytes.
-                opened.log.sync_data().map_err(|e| {
-                    if is_disk_full(&e) {
-                        SessionError::Full(format!("syncing the database: {e}"))
-                    } else {
-                        SessionError::Database(format!("syncing the database: {e}"))
-                    }
-                })
+                opened
+                    .log
+                    .sync_data()
+                    .and_then(|()| opened.dir.sync_all())
+                    .map_err(|e| {
+                        if is_disk_full(&e) {
+                            SessionError::Full(format!("syncing the database: {e}"))
+                        } else {
+                            SessionError::Database(format!("syncing the database: {e}"))
+                        }
+                    })
             })
             .await;
             {
