@@ -557,6 +557,8 @@ fn syncfs_reaches(dir: &Path) -> bool {
     /// `FUSE_SUPER_MAGIC` from linux/magic.h.
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     match rustix::fs::statfs(dir) {
+        // f_type is 32 bits wide on some architectures, 64 on others.
+        #[allow(clippy::unnecessary_cast)]
         Ok(stat) => stat.f_type as i64 != FUSE_SUPER_MAGIC,
         Err(_) => false,
     }
