@@ -287,10 +287,13 @@ fn power_cuts_lose_no_acknowledged_upload() {
 }
 
 /// Power cuts in the middle of writeback: a random part of the unsynced writes reaches the
-/// disk, out of order, one maybe torn. Known to fail today: sled 0.34 then loses records it
-/// had flushed and fdatasynced (start-up finds their copies and refuses); see CHANGELOG.
+/// disk, out of order, one maybe torn. Known to fail today: within about a dozen cuts
+/// start-up finds an upload whose record copy is on disk but whose record is not in the
+/// database, and refuses to start. The crash loop (`crash.rs`, SIGKILL only) shows the same
+/// refusal on main (25d2975, 3 runs in 3; it passes 3 in 3 at ff511f0, before f569a6c), so the
+/// cause is likely in tusk's records, not in the file system model or sled; not found yet.
 #[test]
-#[ignore = "sled 0.34 loses flushed records when unsynced writes reach the disk out of order"]
+#[ignore = "start-up refuses: a record copy without its record (as crash.rs does on main)"]
 fn power_cuts_mid_writeback_lose_no_acknowledged_upload() {
     power_cut_loop(
         "power_cuts_mid_writeback_lose_no_acknowledged_upload",
