@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod backends;
+pub mod lazyfs;
 pub mod proxy;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -135,6 +136,8 @@ pub struct TestServer {
     endpoint: String,
     child: Option<Child>,
     data_dir: Option<tempfile::TempDir>,
+    /// A data directory chosen by the test (e.g. on a [`lazyfs::LazyFs`]) instead of `data_dir`.
+    data_at: Option<PathBuf>,
     config: Option<tempfile::NamedTempFile>,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
@@ -187,6 +190,7 @@ impl TestServer {
                 endpoint: url,
                 child: None,
                 data_dir: None,
+                data_at: None,
                 config: None,
                 stderr: Arc::default(),
                 stdout: Arc::default(),
@@ -213,7 +217,21 @@ impl TestServer {
         Self::spawn_inner(Some(toml), env)
     }
 
+    /// Starts a server with the given configuration on the data directory `dir` (which the
+    /// test owns, e.g. one on a [`lazyfs::LazyFs`]).
+    pub fn spawn_in(toml: &str, dir: &Path) -> TestServer {
+        Self::build(Some(toml), suite_backend_env(), Some(dir.to_path_buf()))
+    }
+
     fn spawn_inner(toml: Option<&str>, env: Vec<(String, String)>) -> TestServer {
+        Self::build(toml, env, None)
+    }
+
+    fn build(
+        toml: Option<&str>,
+        env: Vec<(String, String)>,
+        data_at: Option<PathBuf>,
+    ) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("tusk-data-")
             .tempdir()
@@ -232,6 +250,7 @@ impl TestServer {
             endpoint: String::new(),
             child: None,
             data_dir: Some(data_dir),
+            data_at,
             config,
             stderr: Arc::default(),
             stdout: Arc::default(),
@@ -249,6 +268,14 @@ impl TestServer {
     /// Starts the child process (again) on the same data dir and configuration.
     /// The port changes on every start; use [`TestServer::url`] to re-resolve paths.
     pub fn start(&mut self) {
+        if let Err(why) = self.try_start() {
+            panic!("{why}");
+        }
+    }
+
+    /// Like [`TestServer::start`], but a server that does not come up (it exits, or does
+    /// not say where it listens within `STARTUP_TIMEOUT`) is an error with its output.
+    pub fn try_start(&mut self) -> Result<(), String> {
         assert!(self.is_spawned(), "start() needs a spawned server");
         assert!(self.child.is_none(), "server already running");
         let mut cmd = Command::new(tusk_bin());
@@ -313,18 +340,19 @@ impl TestServer {
             Ok(endpoint) => {
                 self.endpoint = endpoint;
                 self.child = Some(child);
+                Ok(())
             }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 // Give the drain threads a moment to collect the last output.
                 thread::sleep(Duration::from_millis(200));
-                panic!(
+                Err(format!(
                     "tusk did not print `listening on <url>` within {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     STARTUP_TIMEOUT,
-                    self.stdout.lock().unwrap(),
-                    self.stderr.lock().unwrap()
-                );
+                    self.stdout.lock().unwrap_or_else(|p| p.into_inner()),
+                    self.stderr.lock().unwrap_or_else(|p| p.into_inner())
+                ))
             }
         }
     }
@@ -376,6 +404,9 @@ impl TestServer {
 
     /// The data directory of a spawned server.
     pub fn data_dir(&self) -> &Path {
+        if let Some(dir) = &self.data_at {
+            return dir;
+        }
         self.data_dir
             .as_ref()
             .expect("data_dir() needs a spawned server")

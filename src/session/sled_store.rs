@@ -57,6 +57,13 @@ struct Opened {
     uploads: sled::Tree,
     /// sled's log file (`{dir}/db`), opened again only to fdatasync it after each flush.
     log: File,
+    /// sled's directory, fsynced after each flush: sled creates, renames and removes its
+    /// files there (`conf`, `db`, `snap.*`) without ever syncing it, and a power cut can
+    /// otherwise drop a snapshot's name while the log it covered moves on.
+    dir: File,
+    /// The directory's modification time when it was last fsynced: it changes only when sled
+    /// creates, renames or removes a file (a snapshot), so most flushes need no directory fsync.
+    dir_synced_at: Mutex<Option<std::time::SystemTime>>,
     /// Flushes of this database; a reopened one starts its own, so that no flush of the new
     /// database is taken to cover a write into the failed one.
     flusher: GroupCommit,
@@ -166,12 +173,39 @@ impl Opened {
         let log_path = dir.join("db");
         let log = File::open(&log_path)
             .map_err(|e| SessionError::Database(format!("opening {}: {e}", log_path.display())))?;
+        // What sled just created (its files, and its directory in the data directory) must
+        // outlive a power cut before any record is acknowledged: found by the LazyFs loop.
+        // sled writes `conf` once, never synced: torn by a power cut, the database no longer
+        // opens ("failed to parse persisted config line").
+        let synced = |d: &Path| File::open(d).and_then(|f| f.sync_all().map(|()| f));
+        let dir_file = synced(&dir.join("conf"))
+            .and_then(|_| synced(&log_path))
+            .and_then(|_| synced(dir))
+            .and_then(|f| {
+                dir.parent()
+                    .map_or(Ok(()), |p| synced(p).map(drop))
+                    .map(|()| f)
+            })
+            .map_err(|e| SessionError::Database(format!("syncing {}: {e}", dir.display())))?;
         Ok(Opened {
             db,
             uploads,
             log,
+            dir: dir_file,
+            dir_synced_at: Mutex::new(None),
             flusher: GroupCommit::default(),
         })
+    }
+
+    /// fsync sled's directory if its entries changed since the last time.
+    fn sync_dir_if_changed(&self) -> std::io::Result<()> {
+        let modified = self.dir.metadata()?.modified()?;
+        let mut synced_at = self.dir_synced_at.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced_at != Some(modified) {
+            self.dir.sync_all()?;
+            *synced_at = Some(modified);
+        }
+        Ok(())
     }
 
     fn read(&self, id: &UploadId) -> Result<Option<UploadInfo>, SessionError> {
@@ -585,13 +619,17 @@ impl GroupCommit {
                 // cache nor commits the file's metadata: a power cut could still lose what it
                 // "flushed" (its background thread's sync_all follows within 500 ms). An
                 // fdatasync of its log file makes the record as durable as the upload's bytes.
-                opened.log.sync_data().map_err(|e| {
-                    if is_disk_full(&e) {
-                        SessionError::Full(format!("syncing the database: {e}"))
-                    } else {
-                        SessionError::Database(format!("syncing the database: {e}"))
-                    }
-                })
+                opened
+                    .log
+                    .sync_data()
+                    .and_then(|()| opened.sync_dir_if_changed())
+                    .map_err(|e| {
+                        if is_disk_full(&e) {
+                            SessionError::Full(format!("syncing the database: {e}"))
+                        } else {
+                            SessionError::Database(format!("syncing the database: {e}"))
+                        }
+                    })
             })
             .await;
             {

@@ -61,6 +61,8 @@ pub struct FsBlobStore {
     /// Fsync durability: removals of record copies are made durable, and new files'
     /// directories are fsynced with their first data sync.
     sync_dirs: bool,
+    /// Whether syncfs(2) makes this directory's files durable (see [`syncfs_reaches`]).
+    syncfs_works: bool,
 }
 
 impl FsBlobStore {
@@ -70,10 +72,16 @@ impl FsBlobStore {
     /// When the directory cannot be created.
     pub fn open(dir: &Path) -> Result<FsBlobStore, StoreError> {
         std::fs::create_dir_all(dir)?;
+        // The directory's own name must be durable too, or a power cut soon after the first
+        // start takes every upload with it (found by the LazyFs power-cut loop).
+        if let Some(parent) = dir.parent() {
+            File::open(parent)?.sync_all()?;
+        }
         let store = FsBlobStore {
             dir: dir.to_owned(),
             fresh: Arc::default(),
             sync_dirs: false,
+            syncfs_works: syncfs_reaches(dir),
         };
         store.make_shards()?;
         store.move_flat_files()?;
@@ -420,7 +428,7 @@ impl BlobStore for FsBlobStore {
     }
 
     fn can_sync_all(&self) -> bool {
-        cfg!(target_os = "linux")
+        self.syncfs_works
     }
 
     async fn sync_all(&self) -> Result<(), StoreError> {
@@ -547,6 +555,27 @@ impl BlobWriter for FsBlobWriter {
             sync_data_and_entry(&file, entry.as_ref())
         })))
     }
+}
+
+/// Whether syncfs(2) on `dir`'s file system makes its files durable. Linux does not pass
+/// syncfs to FUSE file systems (only virtiofs gets `FUSE_SYNCFS`): there it returns 0 and
+/// syncs nothing, so the commit journal, which relies on it, would delete entries whose
+/// bytes never reached the disk (found by the LazyFs power-cut loop).
+#[cfg(target_os = "linux")]
+fn syncfs_reaches(dir: &Path) -> bool {
+    /// `FUSE_SUPER_MAGIC` from linux/magic.h.
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    match rustix::fs::statfs(dir) {
+        // f_type is 32 bits wide on some architectures, 64 on others.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(stat) => stat.f_type as i64 != FUSE_SUPER_MAGIC,
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs_reaches(_dir: &Path) -> bool {
+    false
 }
 
 /// syncfs(2) on the file system holding `dir`: every dirty file written back, with one

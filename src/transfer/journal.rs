@@ -331,6 +331,9 @@ impl CommitJournal {
         }
         let dir = journal_dir(settings);
         fs::create_dir_all(&dir)?;
+        // Its name in the data directory durable before any segment in it counts (found by
+        // the LazyFs power-cut loop: unsynced, a power cut dropped the whole journal).
+        sync_dir(&settings.storage.data_dir)?;
         let next = segments(&dir)?.last().map_or(1, |(seq, _)| seq + 1);
         let file = create_segment(&dir, next)?;
         let (requests, received) = mpsc::channel();

@@ -11,6 +11,7 @@ mod cuts;
 mod damaged_db;
 mod disk_full;
 mod idle;
+mod lazy_cuts;
 mod overload;
 mod power_cut;
 mod shutdown;
