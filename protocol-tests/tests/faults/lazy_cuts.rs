@@ -288,14 +288,8 @@ fn power_cuts_lose_no_acknowledged_upload() {
 }
 
 /// Power cuts in the middle of writeback: a random part of the unsynced writes reaches the
-/// disk, out of order, one maybe torn. Known to fail today: within about a dozen cuts
-/// start-up finds an upload whose record copy is on disk but whose record is not in the
-/// database, and refuses to start. The SIGKILL-only crash loop (`crash.rs`) shows the same
-/// refusal with main's binary (25d2975, 3 runs in 3) and passes with ff511f0's (3 in 3), which
-/// had neither copies nor the refusal: either sled always lost such records and the copies
-/// now reveal it, or f569a6c loses them. Not established yet.
+/// disk, out of order, one maybe torn.
 #[test]
-#[ignore = "start-up refuses: a record copy without its record (as crash.rs does on main)"]
 fn power_cuts_mid_writeback_lose_no_acknowledged_upload() {
     power_cut_loop(
         "power_cuts_mid_writeback_lose_no_acknowledged_upload",
