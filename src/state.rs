@@ -260,9 +260,11 @@ impl AppState {
     /// Make bytes and records agree after whatever stopped the last run (see
     /// [`crate::recovery`]); the auth ledger learns every owner's uploads on the way.
     async fn reconcile(&self) -> Result<(), StartError> {
+        if self.blobs.is_shared() {
+            // Other instances are writing into a shared store now: nothing here is orphaned.
+            return Ok(());
+        }
         let now = unix_now();
-        // The ledger needs every record whatever the backend; the listing is shared with the
-        // survey below on the local one.
         for info in self.sessions.all().await? {
             if let Some(owner) = &info.owner {
                 let finished = info.is_finished();
@@ -270,10 +272,6 @@ impl AppState {
                     .ledger
                     .restore(owner, info.id.clone(), info.created_at, finished, now);
             }
-        }
-        if self.blobs.is_shared() {
-            // Other instances are writing into a shared store now: nothing here is orphaned.
-            return Ok(());
         }
         let storage = &self.settings.storage;
         crate::recovery::reconcile(
